@@ -1,0 +1,128 @@
+package httpapi
+
+import (
+	"fmt"
+	"net/http"
+	"runtime"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/wasmwiz/wasmwiz/internal/auth"
+	"github.com/wasmwiz/wasmwiz/internal/telemetry"
+)
+
+const headerRequestID = "X-Request-ID"
+
+type ctxKey int
+
+const (
+	keyRequestID ctxKey = iota
+	keyPrincipal
+)
+
+// requestID keeps a well-formed client id or makes one, puts it on the
+// response and into the request's context for every log line.
+func requestID(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := c.Request().Header.Get(headerRequestID)
+		if !telemetry.ValidRequestID(id) {
+			id = telemetry.NewRequestID()
+		}
+		c.Set(fmt.Sprint(keyRequestID), id)
+		c.Response().Header().Set(headerRequestID, id)
+		c.SetRequest(c.Request().WithContext(telemetry.WithRequestID(c.Request().Context(), id)))
+		return next(c)
+	}
+}
+
+func requestIDOf(c echo.Context) string {
+	id, _ := c.Get(fmt.Sprint(keyRequestID)).(string)
+	return id
+}
+
+// securityHeaders sets API.md's headers on every response, errors included.
+// The default CSP forbids everything: JSON needs nothing; HTML pages set
+// their own.
+func (s *Server) securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+		// Echo's JSON writer keeps a type already set; /metrics and pages
+		// set their own.
+		h.Set(echo.HeaderContentType, "application/json; charset=utf-8")
+		if !s.cfg.IsDevelopment() {
+			h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+		}
+		return next(c)
+	}
+}
+
+// accessLog writes one line per request, after the error handler ran so the
+// status is the one the client got.
+func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		r := c.Request()
+		s.log.InfoContext(r.Context(), "request",
+			"method", r.Method,
+			"route", c.Path(),
+			"status", c.Response().Status,
+			"bytes_out", c.Response().Size,
+			"duration_ms", float64(time.Since(start).Microseconds())/1000,
+			"remote", c.RealIP(),
+		)
+		return nil
+	}
+}
+
+// recoverPanics turns a panic into a 500 in the contract's shape and logs
+// the stack, which never reaches the client.
+func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			r := recover()
+			if r == nil {
+				return
+			}
+			if r == http.ErrAbortHandler {
+				panic(r)
+			}
+			stack := make([]byte, 8<<10)
+			stack = stack[:runtime.Stack(stack, false)]
+			s.log.ErrorContext(c.Request().Context(), "panic", "panic", fmt.Sprint(r), "stack", string(stack))
+			err = &Error{Status: http.StatusInternalServerError, Code: "internal_error", Message: "internal error",
+				Err: fmt.Errorf("panic: %v", r)}
+		}()
+		return next(c)
+	}
+}
+
+// authenticate puts the caller's principal on the context.
+func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		p, err := s.keys.Authenticate(r.Context(), r.Header.Get("Authorization"), r.Header.Get("X-API-Key"))
+		if err != nil {
+			return err
+		}
+		c.Set(fmt.Sprint(keyPrincipal), p)
+		return next(c)
+	}
+}
+
+func principalOf(c echo.Context) auth.Principal {
+	p, ok := c.Get(fmt.Sprint(keyPrincipal)).(auth.Principal)
+	if !ok {
+		// Routes without the authenticate middleware must not ask.
+		panic("principalOf on an unauthenticated route")
+	}
+	return p
+}
