@@ -365,6 +365,8 @@ func (w *Worker) execute(msg *nats.Msg, received time.Time) {
 	}
 
 	ex := w.execution(req, log)
+	log.Debug("execution started", "module_sha256", req.ModuleSHA256, "timeout_ms", ex.Timeout.Milliseconds(),
+		"memory_limit_bytes", ex.MemoryLimitBytes)
 	var notFound atomic.Bool
 	load := func(ctx context.Context) ([]byte, error) {
 		b, err := w.blobs.BlobBytes(ctx, req.ModuleSHA256)
