@@ -86,13 +86,9 @@ func (s *Server) listKeys(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := keyListJSON{Keys: make([]keyJSON, 0, min(len(keys), limit))}
-	for i, k := range keys {
-		if i == limit {
-			next := encodeCursor(keys[i-1].ID)
-			out.NextCursor = &next
-			break
-		}
+	page, next := pageOf(keys, limit, func(k store.APIKey) uuid.UUID { return k.ID })
+	out := keyListJSON{Keys: make([]keyJSON, 0, len(page)), NextCursor: next}
+	for _, k := range page {
 		out.Keys = append(out.Keys, toKeyJSON(k))
 	}
 	return c.JSON(http.StatusOK, out)

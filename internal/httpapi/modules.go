@@ -126,13 +126,9 @@ func (s *Server) listModules(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := moduleListJSON{Modules: make([]moduleJSON, 0, min(len(mods), limit))}
-	for i, m := range mods {
-		if i == limit {
-			next := encodeCursor(mods[i-1].ID)
-			out.NextCursor = &next
-			break
-		}
+	page, next := pageOf(mods, limit, func(m store.Module) uuid.UUID { return m.ID })
+	out := moduleListJSON{Modules: make([]moduleJSON, 0, len(page)), NextCursor: next}
+	for _, m := range page {
 		out.Modules = append(out.Modules, toModuleJSON(m))
 	}
 	return c.JSON(http.StatusOK, out)
@@ -157,6 +153,16 @@ func pageParams(c echo.Context) (int, uuid.UUID, error) {
 		before = id
 	}
 	return limit, before, nil
+}
+
+// pageOf cuts rows fetched with limit+1 to one page, and returns the cursor
+// of the next page when the extra row shows there is one.
+func pageOf[T any](rows []T, limit int, id func(T) uuid.UUID) ([]T, *string) {
+	if len(rows) <= limit {
+		return rows, nil
+	}
+	next := encodeCursor(id(rows[limit-1]))
+	return rows[:limit], &next
 }
 
 // A cursor is the last id of a page, opaque to clients so that its form can
