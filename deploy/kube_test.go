@@ -393,11 +393,16 @@ func checkWorker(t *testing.T, s set, d *appsv1.Deployment) {
 	if _, ok := env["REDIS_URL"]; ok {
 		t.Errorf("%s: the worker gets REDIS_URL, which it does not need", where)
 	}
-	// config.Load wants API_SALT and JWT_SECRET outside development, in the
-	// worker too, although it uses neither.
-	for _, name := range []string{"DATABASE_URL", "NATS_URL", "API_SALT", "JWT_SECRET"} {
+	for _, name := range []string{"DATABASE_URL", "NATS_URL"} {
 		if !strings.HasPrefix(env[name], "secret:") {
 			t.Errorf("%s: %s must come from a Secret, got %q", where, name, env[name])
+		}
+	}
+	// Least privilege: a worker runs strangers' code and must not hold what
+	// forges keys or tokens.
+	for _, name := range []string{"API_SALT", "JWT_SECRET"} {
+		if _, ok := env[name]; ok {
+			t.Errorf("%s: the worker gets %s, which it does not need", where, name)
 		}
 	}
 	if dir := env["COMPILATION_CACHE_DIR"]; dir != "" && !mounted(c, dir) {

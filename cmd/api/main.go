@@ -70,6 +70,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log := telemetry.NewLogger(stderr, cfg.LogLevel, "api")
+	if cmd != "migrate" {
+		if err := cfg.RequireSecrets(); err != nil {
+			return err
+		}
+	}
 	switch cmd {
 	case "", "serve":
 		return serve(ctx, cfg, log)

@@ -149,6 +149,25 @@ func Load(getenv func(string) string) (Config, error) {
 	return cfg, nil
 }
 
+// RequireSecrets checks the api's secrets: outside development API_SALT
+// and JWT_SECRET must be set and long enough. Only the api calls it; the
+// worker never sees them, so a compromised worker cannot forge keys or tokens.
+func (c Config) RequireSecrets() error {
+	var p []string
+	if c.Environment != Development {
+		if len(c.APISalt) < minSaltLen {
+			p = append(p, fmt.Sprintf("API_SALT: required outside development, at least %d characters", minSaltLen))
+		}
+		if len(c.JWTSecret) < minJWTSecretLen {
+			p = append(p, fmt.Sprintf("JWT_SECRET: required outside development, at least %d characters", minJWTSecretLen))
+		}
+	}
+	if len(p) > 0 {
+		return &Error{Problems: p}
+	}
+	return nil
+}
+
 // Error lists every configuration problem found.
 type Error struct{ Problems []string }
 
@@ -211,14 +230,6 @@ func (c *Config) validate() []string {
 	case Development, Staging, Production:
 	default:
 		add("ENVIRONMENT: want development, staging or production, got %q", c.Environment)
-	}
-	if c.Environment != Development {
-		if len(c.APISalt) < minSaltLen {
-			add("API_SALT: required outside development, at least %d characters", minSaltLen)
-		}
-		if len(c.JWTSecret) < minJWTSecretLen {
-			add("JWT_SECRET: required outside development, at least %d characters", minJWTSecretLen)
-		}
 	}
 	checkURL := func(name, value string, schemes ...string) {
 		u, err := url.Parse(value)

@@ -67,8 +67,6 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"memory too small", map[string]string{"MEMORY_LIMIT": "1000"}, []string{"MEMORY_LIMIT"}},
 		{"tier time", map[string]string{"MAX_TIME_PRO": "-1s"}, []string{"MAX_TIME_PRO"}},
 		{"tier rate", map[string]string{"RATE_LIMIT_FREE": "0"}, []string{"RATE_LIMIT_FREE"}},
-		{"production needs secrets", map[string]string{"ENVIRONMENT": "production"}, []string{"API_SALT", "JWT_SECRET"}},
-		{"short salt", map[string]string{"ENVIRONMENT": "staging", "API_SALT": "short", "JWT_SECRET": strings.Repeat("x", 32)}, []string{"API_SALT"}},
 		{"all at once", map[string]string{"SERVER_PORT": "x", "MEMORY_LIMIT": "1", "REDIS_URL": "http://h:1"}, []string{"SERVER_PORT", "MEMORY_LIMIT", "REDIS_URL"}},
 	}
 	for _, tt := range tests {
@@ -80,6 +78,36 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("Load(%v) error = %q; want it to mention %q", tt.env, err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestRequireSecrets(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want []string
+	}{
+		{"production needs both", map[string]string{"ENVIRONMENT": "production"}, []string{"API_SALT", "JWT_SECRET"}},
+		{"short salt", map[string]string{"ENVIRONMENT": "staging", "API_SALT": "short", "JWT_SECRET": strings.Repeat("x", 32)}, []string{"API_SALT"}},
+		{"short jwt secret", map[string]string{"ENVIRONMENT": "staging", "API_SALT": strings.Repeat("s", 16), "JWT_SECRET": "short"}, []string{"JWT_SECRET"}},
+		{"development has defaults", nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Load(mapEnv(tt.env))
+			if err != nil {
+				t.Fatalf("Load = %v; secrets are checked by RequireSecrets, not Load (the worker does without them)", err)
+			}
+			err = cfg.RequireSecrets()
+			if (err != nil) != (len(tt.want) > 0) {
+				t.Fatalf("RequireSecrets = %v; want an error naming %v", err, tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("RequireSecrets = %q; want it to name %s", err, w)
 				}
 			}
 		})
