@@ -131,6 +131,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// forgets the key at once; while the broadcast may be missed (NATS
 	// down), the key cache trusts its entries for seconds only.
 	revoked := cfg.NATSSubjectPrefix + ".keys.revoked.v1"
+	moduleDeleted := cfg.NATSSubjectPrefix + ".modules.deleted.v1"
 	var nc *nats.Conn
 	keys := auth.NewService(db, auth.Options{
 		Salt: []byte(cfg.APISalt), JWTSecret: []byte(cfg.JWTSecret), JWTTTL: cfg.JWTTTL,
@@ -209,7 +210,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Validator: validator,
 		Executor:  execClient,
 		Keys:      keys,
-		Limiter:   limiter,
+		OnModuleDeleted: func(id uuid.UUID) {
+			if err := nc.Publish(moduleDeleted, []byte(id.String())); err != nil {
+				log.Warn("broadcast module deletion", "module_id", id, "error", err)
+			}
+		},
+		Limiter: limiter,
 		Checks: httpapi.HealthChecks{
 			Database: db.Ping,
 			NATS: func(context.Context) error {
@@ -224,6 +230,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Metrics: reg,
 		Version: version,
 	})
+
+	// Deleted modules leave every replica's module cache at once.
+	if _, err := nc.Subscribe(moduleDeleted, func(m *nats.Msg) {
+		if id, err := uuid.ParseBytes(m.Data); err == nil {
+			api.EvictModule(id)
+		}
+	}); err != nil {
+		return fmt.Errorf("subscribe to module deletions: %w", err)
+	}
 
 	srv := api.HTTPServer()
 	ln, err := net.Listen("tcp", srv.Addr)

@@ -219,7 +219,7 @@ func (s *Server) readExecution(c echo.Context, p auth.Principal) (execution, err
 	if err != nil {
 		return execution{}, err
 	}
-	if ex.module, err = s.store.GetModule(r.Context(), scopeOf(p), id); err != nil {
+	if ex.module, err = s.modules.get(r.Context(), s.store, p, id); err != nil {
 		return execution{}, moduleError(id, err)
 	}
 	return ex, nil
@@ -267,7 +267,7 @@ func (s *Server) readMultipartExecution(c echo.Context, p auth.Principal) (execu
 		if err != nil {
 			return execution{}, err
 		}
-		if ex.module, err = s.store.GetModule(c.Request().Context(), scopeOf(p), id); err != nil {
+		if ex.module, err = s.modules.get(c.Request().Context(), s.store, p, id); err != nil {
 			return execution{}, moduleError(id, err)
 		}
 	case hasFile || hasWasm:

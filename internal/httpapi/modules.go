@@ -199,6 +199,10 @@ func (s *Server) deleteModule(c echo.Context) error {
 	if err := s.store.DeleteModule(c.Request().Context(), scopeOf(p), id); err != nil {
 		return moduleError(id, err)
 	}
+	s.modules.evict(id)
+	if s.onModuleDeleted != nil {
+		s.onModuleDeleted(id)
+	}
 	s.log.InfoContext(c.Request().Context(), "module deleted", "module_id", id, "owner", p.Owner)
 	return c.NoContent(http.StatusNoContent)
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -32,6 +33,9 @@ type Deps struct {
 	Validator ModuleValidator
 	Executor  Executor
 	Keys      *auth.Service
+	// OnModuleDeleted, when set, tells the other replicas to forget a
+	// deleted module (they call EvictModule).
+	OnModuleDeleted func(id uuid.UUID)
 	// Limiter, when set, applies the rate limits and quotas.
 	Limiter RateLimiter
 	Checks  HealthChecks
@@ -49,18 +53,21 @@ type Server struct {
 	exec      Executor
 	keys      *auth.Service
 	limiter   RateLimiter
-	checks    HealthChecks
-	metrics   *prometheus.Registry
-	version   string
-	started   time.Time
-	echo      *echo.Echo
+	modules   *moduleCache
+
+	onModuleDeleted func(uuid.UUID)
+	checks          HealthChecks
+	metrics         *prometheus.Registry
+	version         string
+	started         time.Time
+	echo            *echo.Echo
 }
 
 // New builds the server and its routes.
 func New(d Deps) *Server {
 	s := &Server{
 		cfg: d.Config, log: d.Logger, store: d.Store, validator: d.Validator, exec: d.Executor,
-		keys: d.Keys, limiter: d.Limiter, checks: d.Checks, metrics: d.Metrics, version: d.Version, started: time.Now(),
+		keys: d.Keys, limiter: d.Limiter, modules: newModuleCache(), onModuleDeleted: d.OnModuleDeleted, checks: d.Checks, metrics: d.Metrics, version: d.Version, started: time.Now(),
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
