@@ -240,6 +240,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("subscribe to module deletions: %w", err)
 	}
 
+	if cfg.PprofAddr != "" {
+		stopPprof, err := telemetry.ServePprof(cfg.PprofAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
+
 	srv := api.HTTPServer()
 	ln, err := net.Listen("tcp", srv.Addr)
 	if err != nil {

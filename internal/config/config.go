@@ -90,6 +90,8 @@ type Config struct {
 	ModuleCacheBytes    int64  `env:"MODULE_CACHE_BYTES" envDefault:"256MiB"`
 	CompilationCacheDir string `env:"COMPILATION_CACHE_DIR"`
 	MetricsPort         int    `env:"METRICS_PORT" envDefault:"9090"`
+	// PprofAddr, when set (e.g. 127.0.0.1:6060), serves Go's profiles there.
+	PprofAddr string `env:"PPROF_ADDR"`
 
 	RateLimitFree  int `env:"RATE_LIMIT_FREE" envDefault:"10"`
 	RateLimitBasic int `env:"RATE_LIMIT_BASIC" envDefault:"100"`
