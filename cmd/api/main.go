@@ -30,6 +30,8 @@ import (
 	"github.com/wasmwiz/wasmwiz/internal/runner"
 	"github.com/wasmwiz/wasmwiz/internal/store"
 	"github.com/wasmwiz/wasmwiz/internal/telemetry"
+	// Aliased: usage is the command line's help text here.
+	usagerec "github.com/wasmwiz/wasmwiz/internal/usage"
 )
 
 // version is set at build time: -ldflags "-X main.version=…".
@@ -110,6 +112,10 @@ func migrate(ctx context.Context, cfg config.Config, log *slog.Logger, args []st
 func shutdownTimeout(cfg config.Config) time.Duration {
 	return max(cfg.MaxTimeFree, cfg.MaxTimeBasic, cfg.MaxTimePro, cfg.ExecutionTimeout) + httpapi.ExecuteGrace + 5*time.Second
 }
+
+// recorderFlushTimeout bounds the wait for the last usage records and
+// audit events at shutdown, PostgreSQL retries included.
+const recorderFlushTimeout = 15 * time.Second
 
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	log.InfoContext(ctx, "starting", "version", version, "config", cfg)
@@ -203,6 +209,36 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	defer validator.Close(context.Background())
 
+	// Usage records and audit events are written in batches off the
+	// request path. They are flushed after the HTTP server has shut down,
+	// so that the records of the last requests are written too; the
+	// deferred Close only serves early returns (Close is idempotent).
+	usageRec, err := usagerec.NewExecutionRecorder(db, log, reg, usagerec.Options{})
+	if err != nil {
+		return err
+	}
+	auditor, err := usagerec.NewAuditor(db, log, reg, usagerec.Options{})
+	if err != nil {
+		return err
+	}
+	usageRec.Start()
+	auditor.Start()
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = usageRec.Close(fctx)
+		_ = auditor.Close(fctx)
+	}()
+	// Retention: old usage records, expired ad-hoc modules, old audit events.
+	retention := usagerec.NewRetention(db, log, usagerec.RetentionOptions{UsageRetention: cfg.UsageRetention})
+	retentionCtx, stopRetention := context.WithCancel(context.Background())
+	defer stopRetention()
+	retentionDone := make(chan struct{})
+	go func() {
+		defer close(retentionDone)
+		_ = retention.Run(retentionCtx)
+	}()
+
 	api := httpapi.New(httpapi.Deps{
 		Config:    cfg,
 		Logger:    log,
@@ -228,6 +264,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			Workers: func(ctx context.Context) (int, error) { return execClient.CountWorkers(ctx, 100*time.Millisecond) },
 		},
 		Metrics: reg,
+		Usage:   usageRec,
+		Audit:   auditor,
 		Version: version,
 	})
 
@@ -273,6 +311,16 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	stopKeys()
 	if err := <-keysDone; err != nil {
 		log.Warn("write key last-used times", "error", err)
+	}
+	stopRetention()
+	<-retentionDone
+	fctx, fcancel := context.WithTimeout(context.Background(), recorderFlushTimeout)
+	defer fcancel()
+	if err := usageRec.Close(fctx); err != nil {
+		log.Error("write usage records", "error", err)
+	}
+	if err := auditor.Close(fctx); err != nil {
+		log.Error("write audit events", "error", err)
 	}
 	log.Info("stopped")
 	return nil

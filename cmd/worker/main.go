@@ -102,11 +102,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// Close flushes what is buffered: the last replies of the drain.
 	defer nc.Close()
 
+	// Metrics, served with the worker's health on METRICS_PORT below.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := telemetry.NewWorkerMetrics(reg)
+
 	// wazero.
 	rn, err := runner.New(ctx, runner.Config{
 		CacheBytes:          cfg.ModuleCacheBytes,
 		CompilationCacheDir: cfg.CompilationCacheDir,
 		MaxMemoryLimitBytes: uint64(cfg.MemoryLimit),
+		OnCompile:           metrics.Compiled,
 	})
 	if err != nil {
 		return err
@@ -123,25 +129,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxOutputBytes: cfg.MaxOutputSize,
 		MaxStdinBytes:  cfg.MaxInputSize,
 		IsNotFound:     func(err error) bool { return errors.Is(err, store.ErrNotFound) },
+		Observer:       metrics,
 	})
 	if err != nil {
 		return err
 	}
+	reg.MustRegister(telemetry.NewModuleCacheCollector(rn.CacheStats, cfg.ModuleCacheBytes))
+	telemetry.RegisterWorkerSlots(reg, w.InFlight, cfg.WorkerConcurrency)
 
 	// Metrics and health, on their own port.
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "wasmwiz_worker_executions_in_flight",
-			Help: "Executions holding one of this worker's slots.",
-		}, func() float64 { return float64(w.InFlight()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "wasmwiz_worker_concurrency",
-			Help: "Executions this worker runs at once (WORKER_CONCURRENCY).",
-		}, func() float64 { return float64(cfg.WorkerConcurrency) }),
-	)
 	srv := &http.Server{
 		Addr:              ":" + strconv.Itoa(cfg.MetricsPort),
 		Handler:           metricsHandler(reg, w),
@@ -155,6 +151,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	go func() { srvErr <- srv.Serve(ln) }()
 	defer srv.Close()
 	log.InfoContext(ctx, "metrics listening", "addr", ln.Addr().String())
+	if cfg.PprofAddr != "" {
+		stopPprof, err := telemetry.ServePprof(cfg.PprofAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
 
 	// Serve until SIGTERM.
 	runErr := make(chan error, 1)

@@ -113,7 +113,9 @@ func (s *Server) execute(c echo.Context) error {
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, ex.timeout+ExecuteGrace)
 	defer cancel()
+	sent := time.Now()
 	reply, err := s.exec.Execute(waitCtx, req)
+	s.recordExecution(c, p, execID, ex, sent, reply, err)
 	switch {
 	case err == nil:
 	case errors.Is(err, protocol.ErrTooLarge):

@@ -60,6 +60,7 @@ func (s *Server) createKey(c echo.Context) error {
 		return err
 	}
 	k, secret, err := s.keys.CreateKey(c.Request().Context(), p, auth.NewKeyRequest(req))
+	s.auditKeyCreated(c, req, k, err)
 	if err != nil {
 		return err
 	}
@@ -101,7 +102,9 @@ func (s *Server) revokeKey(c echo.Context) error {
 	if err != nil || len(raw) != 36 {
 		return invalidRequest("key id %q is not a UUID", truncate(raw, 64))
 	}
-	if _, err := s.keys.RevokeKey(c.Request().Context(), p, id); err != nil {
+	_, err = s.keys.RevokeKey(c.Request().Context(), p, id)
+	s.auditKeyRevoked(c, id, err)
+	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return &Error{Status: http.StatusNotFound, Code: "key_not_found", Message: "key " + id.String() + " not found", Err: err}
 		}
@@ -130,6 +133,7 @@ func (s *Server) writeToken(c echo.Context, issue func(auth.Principal) (string, 
 		return err
 	}
 	token, expires, err := issue(principalOf(c))
+	s.auditToken(c, expires, err)
 	if err != nil {
 		return err
 	}

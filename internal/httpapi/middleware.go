@@ -111,6 +111,7 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		r := c.Request()
 		p, err := s.keys.Authenticate(r.Context(), r.Header.Get("Authorization"), r.Header.Get("X-API-Key"))
 		if err != nil {
+			s.auditRefused(c, err)
 			return err
 		}
 		c.Set(fmt.Sprint(keyPrincipal), p)

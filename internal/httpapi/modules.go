@@ -15,6 +15,7 @@ import (
 	"github.com/wasmwiz/wasmwiz/internal/auth"
 	"github.com/wasmwiz/wasmwiz/internal/runner"
 	"github.com/wasmwiz/wasmwiz/internal/store"
+	"github.com/wasmwiz/wasmwiz/internal/usage"
 )
 
 type moduleJSON struct {
@@ -59,6 +60,7 @@ func (s *Server) uploadModule(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	s.auditModule(c, usage.ActionModuleUploaded, m)
 	return c.JSON(http.StatusCreated, toModuleJSON(m))
 }
 
@@ -203,6 +205,7 @@ func (s *Server) deleteModule(c echo.Context) error {
 	if s.onModuleDeleted != nil {
 		s.onModuleDeleted(id)
 	}
+	s.auditModule(c, usage.ActionModuleDeleted, store.Module{ID: id})
 	s.log.InfoContext(c.Request().Context(), "module deleted", "module_id", id, "owner", p.Owner)
 	return c.NoContent(http.StatusNoContent)
 }

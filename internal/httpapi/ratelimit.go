@@ -12,6 +12,7 @@ import (
 
 	"github.com/wasmwiz/wasmwiz/internal/auth"
 	"github.com/wasmwiz/wasmwiz/internal/ratelimit"
+	"github.com/wasmwiz/wasmwiz/internal/usage"
 )
 
 // RateLimiter decides whether a key may make a request or an execution.
@@ -51,6 +52,7 @@ func (s *Server) rateLimit(next echo.HandlerFunc) echo.HandlerFunc {
 		h.Set("X-RateLimit-Remaining", strconv.Itoa(max(d.Remaining, 0)))
 		h.Set("X-RateLimit-Reset", strconv.Itoa(ceilSeconds(d.ResetAfter)))
 		if !d.Allowed {
+			s.auditLimited(c, usage.ActionRateLimitLimited, d)
 			return &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
 				Message:    "rate limit of " + strconv.Itoa(d.Limit) + " requests per minute exceeded",
 				RetryAfter: max(1, ceilSeconds(d.RetryAfter))}
@@ -69,6 +71,7 @@ func (s *Server) allowExecution(c echo.Context, p auth.Principal) error {
 		return err
 	}
 	if !d.Allowed {
+		s.auditLimited(c, usage.ActionQuotaExceeded, d)
 		return &Error{Status: http.StatusTooManyRequests, Code: "quota_exceeded",
 			Message:    "daily quota of " + strconv.Itoa(d.Limit) + " executions used; it renews at 00:00 UTC",
 			RetryAfter: max(1, ceilSeconds(d.RetryAfter))}

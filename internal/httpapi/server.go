@@ -41,6 +41,11 @@ type Deps struct {
 	Checks  HealthChecks
 	// Metrics, when set, is served at /metrics.
 	Metrics *prometheus.Registry
+	// Usage, when set, receives a usage record per execution sent to a
+	// worker.
+	Usage UsageRecorder
+	// Audit, when set, receives the security-relevant events.
+	Audit   Auditor
 	Version string
 }
 
@@ -58,6 +63,8 @@ type Server struct {
 	onModuleDeleted func(uuid.UUID)
 	checks          HealthChecks
 	metrics         *prometheus.Registry
+	usage           UsageRecorder
+	auditor         Auditor
 	version         string
 	started         time.Time
 	echo            *echo.Echo
@@ -68,10 +75,15 @@ func New(d Deps) *Server {
 	s := &Server{
 		cfg: d.Config, log: d.Logger, store: d.Store, validator: d.Validator, exec: d.Executor,
 		keys: d.Keys, limiter: d.Limiter, modules: newModuleCache(), onModuleDeleted: d.OnModuleDeleted, checks: d.Checks, metrics: d.Metrics, version: d.Version, started: time.Now(),
+		usage: d.Usage, auditor: d.Audit,
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
+	// The client address (audit, logs) comes from X-Forwarded-For only when
+	// the hop that set it is a loopback, link-local or private address: an
+	// ingress in the cluster, never a client on the internet forging it.
+	e.IPExtractor = echo.ExtractIPFromXFFHeader()
 	e.Logger.SetOutput(discard{})
 	s.echo = e
 	s.routes()

@@ -65,6 +65,9 @@ type Config struct {
 	// Execution.MemoryLimitBytes are lowered to it. 0 means 4 GiB, the
 	// WebAssembly maximum.
 	MaxMemoryLimitBytes uint64
+	// OnCompile, when set, is told how long each compilation took (not the
+	// load before it), for metrics. It is called from many goroutines.
+	OnCompile func(time.Duration)
 }
 
 // Loader returns a module's bytes on a compile-cache miss (the worker
@@ -120,6 +123,7 @@ type Runner struct {
 	outputs   outputPool
 	memories  memoryPool
 	closed    atomic.Bool
+	onCompile func(time.Duration) // never nil
 }
 
 // program is a cache entry's payload.
@@ -169,7 +173,10 @@ func New(ctx context.Context, cfg Config) (*Runner, error) {
 		WithMemoryLimitPages(runtimePageLimit(maxMemory)).
 		// DWARF only improves stack traces, which guests never see.
 		WithDebugInfoEnabled(false)
-	r := &Runner{maxMemory: maxMemory}
+	r := &Runner{maxMemory: maxMemory, onCompile: cfg.OnCompile}
+	if r.onCompile == nil {
+		r.onCompile = func(time.Duration) {}
+	}
 	if cfg.CompilationCacheDir != "" {
 		dc, err := wazero.NewCompilationCacheWithDir(cfg.CompilationCacheDir)
 		if err != nil {
@@ -317,7 +324,9 @@ func (r *Runner) compile(ctx context.Context, sha string, load Loader) (*program
 			}
 		}
 	}
+	began := time.Now()
 	facts, compiled, err := compileChecked(ctx, r.rt, r.wasi, wasm)
+	r.onCompile(time.Since(began))
 	if err != nil {
 		return nil, 0, fmt.Errorf("compile module %s: %w", sha, err)
 	}

@@ -1,6 +1,8 @@
-// Package telemetry sets up logging and carries request ids through
-// contexts, so that every log line of a request, on the api and on the
-// worker that ran it, names the same id.
+// Package telemetry is what operators see of both programs: logging that
+// carries request ids through contexts (so every log line of a request, on
+// the api and on the worker that ran it, names the same id), the Prometheus
+// metrics, and pprof. It reads runner's cache statistics type and nothing
+// else of the domain.
 package telemetry
 
 import (

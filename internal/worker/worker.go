@@ -49,7 +49,27 @@ type Config struct {
 	// caller wires it (errors.Is(err, store.ErrNotFound)) so that this
 	// package need not import the store.
 	IsNotFound func(error) bool
+	// Observer, when set, is told what the worker does, for metrics.
+	Observer Observer
 }
+
+// Observer is told of each request's outcome; *telemetry.WorkerMetrics is
+// the real one. It is called before the reply is sent, so that a client
+// holding an answer finds it counted, and from many goroutines at once.
+type Observer interface {
+	// Executed: the module ran; status is a runner.Status.
+	Executed(status string, duration, queue time.Duration, memoryPeakBytes uint64)
+	// Failed: the worker could not run it; code is a protocol.FailureCode.
+	Failed(code string)
+	// Forwarded: passed on to the queue group, every slot being taken.
+	Forwarded()
+}
+
+type noObserver struct{}
+
+func (noObserver) Executed(string, time.Duration, time.Duration, uint64) {}
+func (noObserver) Failed(string)                                         {}
+func (noObserver) Forwarded()                                            {}
 
 // maxForwards bounds how often a request is passed on by busy workers
 // before one waits for a slot instead: enough to find an idle worker when
@@ -82,6 +102,7 @@ type Worker struct {
 	log        *slog.Logger
 	cfg        Config
 	isNotFound func(error) bool
+	obs        Observer
 
 	slots    chan struct{} // a token per running execution
 	inflight sync.WaitGroup
@@ -125,6 +146,10 @@ func New(nc *nats.Conn, exec Executor, blobs BlobSource, logger *slog.Logger, cf
 	if isNotFound == nil {
 		isNotFound = func(error) bool { return false }
 	}
+	obs := cfg.Observer
+	if obs == nil {
+		obs = noObserver{}
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	return &Worker{
 		nc:         nc,
@@ -134,6 +159,7 @@ func New(nc *nats.Conn, exec Executor, blobs BlobSource, logger *slog.Logger, cf
 		log:        logger.With("worker", cfg.ID),
 		cfg:        cfg,
 		isNotFound: isNotFound,
+		obs:        obs,
 		slots:      make(chan struct{}, cfg.Concurrency),
 		runCtx:     runCtx,
 		cancelRun:  cancel,
@@ -330,6 +356,7 @@ func (w *Worker) dispatch(sub *nats.Subscription) error {
 			if protocol.Hops(msg) < maxForwards {
 				err := w.resp.Forward(msg)
 				if err == nil {
+					w.obs.Forwarded()
 					w.log.Debug("forwarded an execution message: all slots busy", "hops", protocol.Hops(msg)+1)
 					continue
 				}
@@ -357,6 +384,7 @@ func (w *Worker) execute(msg *nats.Msg, received time.Time) {
 			level = slog.LevelWarn
 		}
 		log.Log(w.runCtx, level, "refused an execution request", "error", err)
+		w.obs.Failed(string(protocol.FailureInternal))
 		w.reply(log, msg, protocol.Reply{
 			QueueTime: time.Since(received),
 			Failure:   &protocol.Failure{Code: protocol.FailureInternal, Message: "the worker could not read the execution request"},
@@ -384,6 +412,7 @@ func (w *Worker) execute(msg *nats.Msg, received time.Time) {
 			level = slog.LevelError
 		}
 		log.Log(w.runCtx, level, "execution failed", "module_sha256", req.ModuleSHA256, "code", f.Code, "error", err)
+		w.obs.Failed(string(f.Code))
 		w.reply(log, msg, protocol.Reply{QueueTime: elapsed, Failure: f})
 		return
 	}
@@ -401,6 +430,7 @@ func (w *Worker) execute(msg *nats.Msg, received time.Time) {
 		QueueTime: max(elapsed-res.Duration, 0),
 		CacheHit:  res.CacheHit,
 	}
+	w.obs.Executed(rep.Status, rep.Duration, rep.QueueTime, rep.MemoryPeak)
 	w.reply(log, msg, rep)
 	log.Info("execution finished", "module_sha256", req.ModuleSHA256, "status", rep.Status,
 		"exit_code", rep.ExitCode, "duration_ms", ms(rep.Duration), "queue_ms", ms(rep.QueueTime),
