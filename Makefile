@@ -16,6 +16,7 @@ run: ## the platform on this machine: services, migrations, a worker and the api
 	scripts/run.sh
 
 test: fmt-check vet ## the whole suite, against the local services
+	scripts/install_test_tools.sh
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 vet:
@@ -30,6 +31,10 @@ testdata: ## rebuild testdata/*.wasm from their sources (needs wabt's wat2wasm)
 
 bench: ## micro-benchmarks; figures go to BENCHMARKS.md
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./internal/runner/ ./internal/worker/
+
+.PHONY: bench-platform
+bench-platform: ## the whole platform under load (api, workers, services; ~2 min); BENCH_ARGS="-soak 300" for the memory check
+	scripts/bench.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf bin
