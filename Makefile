@@ -36,5 +36,8 @@ bench: ## micro-benchmarks; figures go to BENCHMARKS.md
 bench-platform: ## the whole platform under load (api, workers, services; ~2 min); BENCH_ARGS="-soak 300" for the memory check
 	scripts/bench.sh $(BENCH_ARGS)
 
+fuzz: ## every fuzz target for FUZZTIME seconds each (go test already runs their seeds)
+	scripts/fuzz.sh $(or $(FUZZTIME),10)
+
 clean:
 	rm -rf bin

@@ -21,6 +21,9 @@ for i in $(seq 1 16); do
 	printf 'wasmwiz garbage %d' "$i" | sha256sum | cut -c1-64
 done | xxd -r -p >"$here/garbage.wasm"
 
+# many_funcs.wasm: 20,000 functions, encoded by generated.go (too big for .wat).
+(cd "$root" && go run ./testdata/gen -funcs 20000 -o testdata/many_funcs.wasm)
+
 # goprog.wasm: a real Go program (about 2 MB), built without debug info so
 # that rebuilds with the same Go version give the same bytes.
 (cd "$root" && GOOS=wasip1 GOARCH=wasm go build -trimpath -ldflags='-s -w' -o testdata/goprog.wasm ./testdata/goprog && chmod 644 testdata/goprog.wasm)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -62,7 +63,12 @@ func jsonError(err error) error {
 		}
 		return invalidRequest("field %q must be of type %s", typeErr.Field, jsonType(typeErr.Type.Kind().String()))
 	case strings.HasPrefix(err.Error(), unknownPf):
-		return invalidRequest("unknown field %s", strings.TrimPrefix(err.Error(), unknownPf))
+		// The name is the client's, up to the body's limit: echo a prefix.
+		name := strings.TrimPrefix(err.Error(), unknownPf)
+		if unq, err := strconv.Unquote(name); err == nil {
+			name = unq
+		}
+		return invalidRequest("unknown field %q", truncate(name, 64))
 	}
 	return newError(http.StatusBadRequest, "invalid_json", "invalid JSON")
 }

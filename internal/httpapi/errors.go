@@ -130,6 +130,10 @@ type errorDetail struct {
 	RequestID string `json:"request_id"`
 }
 
+// statusClientClosed is nginx's status for a request its client abandoned;
+// only logs and metrics see it.
+const statusClientClosed = 499
+
 // handleError is Echo's HTTPErrorHandler: every error, from a handler, a
 // middleware, Echo's router or a recovered panic, leaves through here.
 func (s *Server) handleError(err error, c echo.Context) {
@@ -138,6 +142,11 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	apiErr := toAPIError(err)
 	ctx := c.Request().Context()
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		// The client went away mid-request: not a failure of the server,
+		// and not one a client may use to fill the logs and 5xx alerts.
+		apiErr = &Error{Status: statusClientClosed, Code: "client_closed_request", Message: "the client closed the request", Err: err}
+	}
 	if apiErr.Status >= 500 {
 		s.log.ErrorContext(ctx, "request failed", "status", apiErr.Status, "code", apiErr.Code, "error", err.Error())
 	} else {

@@ -47,8 +47,9 @@ func invalidf(format string, args ...any) *InvalidModuleError {
 
 // Validator checks uploaded modules without running them. It compiles with
 // wazero's interpreter engine: decoding and validation are the same as the
-// workers' compiler engine, while lowering to the interpreter's form is far
-// cheaper than generating machine code that would be thrown away.
+// workers' compiler engine and, for typical modules, much faster (90 ms
+// against 1–1.7 s for the 2.6 MB Go program). Its transient memory is not
+// smaller: about 160 times a function body's size, hence maxBodySize.
 //
 // At most GOMAXPROCS validations run at once: each is CPU-bound, and its
 // transient memory is tens of times the module's size (65 MB for a 2.6 MB

@@ -63,8 +63,12 @@ const (
 	maxResults      = 1_000
 	maxLocals       = 50_000 // per function
 	maxTotalLocals  = 5_000_000
-	maxBodySize     = 7_654_321
-	maxNames        = 1_000_000 // entries of the name section's maps
+	// maxBodySize bounds one function body. Validating or compiling a body
+	// costs about 160 times its size in transient memory in either wazero
+	// engine: a 7 MB body took the api near 1 GB. 1 MiB (about 165 MB) is
+	// four times the largest function of a Go program's 2.6 MB module.
+	maxBodySize = 1 << 20
+	maxNames    = 1_000_000 // entries of the name section's maps
 )
 
 // Import and export kinds.
