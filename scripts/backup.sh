@@ -35,32 +35,9 @@ for tool in pg_dump pg_restore; do
 	command -v "$tool" >/dev/null || die "$tool not found: install the PostgreSQL client (apt-get install postgresql-client)"
 done
 
-# to_libpq sets url to DATABASE_URL without its password and without the
-# pgx-only parameters libpq rejects, and exports the password as PGPASSWORD,
-# so that it never shows in the process list.
-to_libpq() {
-	url=$1
-	local re='^(postgres(ql)?://)([^:@/?]*)(:([^@/?]*))?@(.*)$'
-	if [[ $url =~ $re ]]; then
-		local scheme=${BASH_REMATCH[1]} user=${BASH_REMATCH[3]} pass=${BASH_REMATCH[5]} rest=${BASH_REMATCH[6]}
-		if [ -n "$pass" ]; then
-			PGPASSWORD=$(printf '%b' "${pass//%/\\x}")
-			export PGPASSWORD
-		fi
-		url="$scheme$user@$rest"
-	fi
-	if [[ $url == *\?* ]]; then
-		local base=${url%%\?*} query=${url#*\?} kept="" param
-		local IFS='&'
-		for param in $query; do
-			case "$param" in
-			pool_* | statement_cache_capacity=* | description_cache_capacity=* | default_query_exec_mode=*) ;;
-			*) kept="${kept:+$kept&}$param" ;;
-			esac
-		done
-		url="$base${kept:+?$kept}"
-	fi
-}
+# to_libpq: see lib/pg.sh (shared with the other database script).
+# shellcheck source=SCRIPTDIR/lib/pg.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/pg.sh"
 to_libpq "$DATABASE_URL"
 
 mkdir -p -- "$dir"

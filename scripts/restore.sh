@@ -42,30 +42,9 @@ else
 fi
 pg_restore --list "$file" >/dev/null || die "$file is not a pg_dump custom-format archive"
 
-# Same as backup.sh: the password travels in PGPASSWORD, pgx-only parameters go.
-to_libpq() {
-	url=$1
-	local re='^(postgres(ql)?://)([^:@/?]*)(:([^@/?]*))?@(.*)$'
-	if [[ $url =~ $re ]]; then
-		local scheme=${BASH_REMATCH[1]} user=${BASH_REMATCH[3]} pass=${BASH_REMATCH[5]} rest=${BASH_REMATCH[6]}
-		if [ -n "$pass" ]; then
-			PGPASSWORD=$(printf '%b' "${pass//%/\\x}")
-			export PGPASSWORD
-		fi
-		url="$scheme$user@$rest"
-	fi
-	if [[ $url == *\?* ]]; then
-		local base=${url%%\?*} query=${url#*\?} kept="" param
-		local IFS='&'
-		for param in $query; do
-			case "$param" in
-			pool_* | statement_cache_capacity=* | description_cache_capacity=* | default_query_exec_mode=*) ;;
-			*) kept="${kept:+$kept&}$param" ;;
-			esac
-		done
-		url="$base${kept:+?$kept}"
-	fi
-}
+# The password travels in PGPASSWORD, pgx-only parameters go: lib/pg.sh.
+# shellcheck source=SCRIPTDIR/lib/pg.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/pg.sh"
 to_libpq "$DATABASE_URL"
 
 if [ "$yes" -ne 1 ]; then
