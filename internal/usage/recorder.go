@@ -38,7 +38,7 @@ type Options struct {
 	// unreachable database is tried (default 8) before its records are
 	// tried one by one and those that still fail are dropped. A write
 	// failing because the database is unreachable is tried until Close
-	// gives up.
+	// gives up, and such failures do not count towards MaxAttempts.
 	MaxAttempts int
 }
 
@@ -282,6 +282,10 @@ func (r *Recorder[T]) writeBatch(batch []T) ([]T, error) {
 	}
 	defer func() { r.held.Add(-int64(len(batch))) }()
 	backoff := r.o.MinBackoff
+	// Only failures the records may be to blame for count towards
+	// MaxAttempts: after a long outage, one odd error (a server still
+	// starting up, say) must not cost the batch its remaining tries.
+	odd := 0
 	for attempts := 1; ; attempts++ {
 		err := r.writeOnce(batch)
 		if err == nil {
@@ -295,7 +299,10 @@ func (r *Recorder[T]) writeBatch(batch []T) ([]T, error) {
 		if attempts == 1 {
 			r.log.Warn(r.name+" records not written; retrying", "records", len(batch), "error", err)
 		}
-		if r.runCtx.Err() == nil && !transient(err) && attempts >= r.o.MaxAttempts {
+		if !transient(err) {
+			odd++
+		}
+		if r.runCtx.Err() == nil && !transient(err) && odd >= r.o.MaxAttempts {
 			return batch[:0], r.writeEach(batch, err)
 		}
 		select {
