@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -345,5 +346,84 @@ func TestRevocationReachesOtherReplica(t *testing.T) {
 	c.now = func() time.Time { return time.Now().Add(unsureTTL) }
 	if _, err := c.Authenticate(ctx, "Bearer "+secret2, ""); !errors.Is(err, ErrUnauthenticated) {
 		t.Errorf("replica without broadcast after %v = %v; want ErrUnauthenticated", unsureTTL, err)
+	}
+}
+
+// downStore is a KeyStore that can fail like an unreachable database.
+type downStore struct {
+	KeyStore
+	down bool
+}
+
+func (d *downStore) KeyByHash(ctx context.Context, hash []byte) (store.APIKey, error) {
+	if d.down {
+		return store.APIKey{}, fmt.Errorf("key by hash: %w", store.ErrUnavailable)
+	}
+	return d.KeyStore.KeyByHash(ctx, hash)
+}
+
+func (d *downStore) GetKey(ctx context.Context, scope store.Scope, id uuid.UUID) (store.APIKey, error) {
+	if d.down {
+		return store.APIKey{}, fmt.Errorf("get key: %w", store.ErrUnavailable)
+	}
+	return d.KeyStore.GetKey(ctx, scope, id)
+}
+
+// While PostgreSQL is unreachable a cached key still authenticates past
+// its TTL, up to staleMax, but only while revocation broadcasts are
+// received; a key never cached is the store's error.
+func TestStaleKeysWhileUnavailable(t *testing.T) {
+	st, _ := testenv.Store(t)
+	ds := &downStore{KeyStore: st}
+	s := NewService(ds, Options{Salt: testSalt, JWTSecret: testSecret, JWTTTL: time.Hour})
+	s.SetFanout(true)
+	ctx := context.Background()
+	k, secret, err := s.Bootstrap(ctx, NewKeyRequest{Name: "admin", Owner: "acme", Role: RoleAdmin, Tier: "pro"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, _, err := s.tokens.Issue(Principal{KeyID: k.ID, Owner: k.Owner, Role: k.Role, Tier: k.Tier})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Authenticate(ctx, "Bearer "+secret, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Authenticate(ctx, "Bearer "+token, ""); err != nil {
+		t.Fatal(err)
+	}
+	_, other, err := s.Bootstrap(ctx, NewKeyRequest{Name: "never-used", Owner: "acme", Role: RoleUser, Tier: "free"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ds.down = true
+	start := time.Now()
+	s.now = func() time.Time { return start.Add(cacheTTL + time.Second) }
+	if p, err := s.Authenticate(ctx, "Bearer "+secret, ""); err != nil || p.KeyID != k.ID {
+		t.Errorf("cached key, stale, database down = %+v, %v; want it to authenticate", p, err)
+	}
+	if p, err := s.Authenticate(ctx, "Bearer "+token, ""); err != nil || p.KeyID != k.ID {
+		t.Errorf("token of a cached key, stale, database down = %+v, %v; want it to authenticate", p, err)
+	}
+	if _, err := s.Authenticate(ctx, "Bearer "+other, ""); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("uncached key, database down = %v; want ErrUnavailable", err)
+	}
+	s.now = func() time.Time { return start.Add(staleMax + time.Second) }
+	if _, err := s.Authenticate(ctx, "Bearer "+secret, ""); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("entry older than staleMax, database down = %v; want ErrUnavailable", err)
+	}
+
+	// Without the broadcast a stale entry could hide a revocation.
+	s.now = time.Now
+	ds.down = false
+	if _, err := s.Authenticate(ctx, "Bearer "+secret, ""); err != nil {
+		t.Fatal(err)
+	}
+	s.fanout.Store(false)
+	ds.down = true
+	s.now = func() time.Time { return time.Now().Add(unsureTTL + time.Second) }
+	if _, err := s.Authenticate(ctx, "Bearer "+secret, ""); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("stale entry without revocation broadcasts = %v; want ErrUnavailable", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"regexp"
 	"strings"
 	"testing"
@@ -76,6 +77,7 @@ func FuzzParseToken(f *testing.F) {
 		good, expired, otherSecret, none, hs512, noExp, badSub, otherIss,
 		parts[0] + "." + parts[1] + ".", parts[0] + ".." + parts[2], "..", "", "a.b.c", good + ".",
 		strings.Repeat("A", 4096) + "." + parts[1] + "." + parts[2],
+		malleate(good),
 		base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT","crit":["x"]}`)) + "." + parts[1] + "." + parts[2],
 	} {
 		f.Add(seed)
@@ -89,22 +91,25 @@ func FuzzParseToken(f *testing.F) {
 		if len(seg) != 3 {
 			t.Fatalf("Parse accepted %q of %d segments", token, len(seg))
 		}
+		// Strict: every accepted segment is the one canonical spelling of
+		// its bytes.
+		b64 := base64.RawURLEncoding.Strict()
 		var header struct{ Alg string }
-		if b, err := base64.RawURLEncoding.DecodeString(seg[0]); err != nil || json.Unmarshal(b, &header) != nil || header.Alg != "HS256" {
+		if b, err := b64.DecodeString(seg[0]); err != nil || json.Unmarshal(b, &header) != nil || header.Alg != "HS256" {
 			t.Fatalf("Parse accepted %q with header alg %q; want HS256 only", token, header.Alg)
 		}
-		sig, err := base64.RawURLEncoding.DecodeString(seg[2])
+		sig, err := b64.DecodeString(seg[2])
 		m := hmac.New(sha256.New, secret)
 		m.Write([]byte(seg[0] + "." + seg[1]))
 		if err != nil || !hmac.Equal(sig, m.Sum(nil)) {
-			t.Fatalf("Parse accepted %q, which the secret did not sign", token)
+			t.Fatalf("Parse accepted %q, which the secret did not sign in that spelling", token)
 		}
 		var c struct {
 			Iss string      `json:"iss"`
 			Sub string      `json:"sub"`
 			Exp json.Number `json:"exp"` // golang-jwt also takes a number in a string
 		}
-		if b, err := base64.RawURLEncoding.DecodeString(seg[1]); err != nil || json.Unmarshal(b, &c) != nil {
+		if b, err := b64.DecodeString(seg[1]); err != nil || json.Unmarshal(b, &c) != nil {
 			t.Fatalf("Parse accepted %q with unreadable claims", token)
 		}
 		exp, err := c.Exp.Float64()
@@ -113,4 +118,41 @@ func FuzzParseToken(f *testing.F) {
 				token, c.Iss, c.Exp, now.Unix(), got.KeyID, issuer)
 		}
 	})
+}
+
+// malleate respells token's signature: the last character of a 32-byte
+// signature in base64url carries two unused bits, and setting one gives a
+// string that lax decoders read as the same signature.
+func malleate(token string) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, token[len(token)-1])
+	return token[:len(token)-1] + string(alphabet[last^1])
+}
+
+// TestTokensRefuseMalleatedSignature: a token whose signature is spelt
+// differently but decodes (laxly) to the same bytes is refused.
+func TestTokensRefuseMalleatedSignature(t *testing.T) {
+	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	tokens := &Tokens{secret: []byte("malleate-jwt-secret-0123456789ab"), ttl: time.Hour, now: func() time.Time { return now }}
+	good, _, err := tokens.Issue(Principal{KeyID: uuid.New(), Owner: "alice", Role: RoleUser, Tier: "free"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tokens.Parse(good); err != nil {
+		t.Fatalf("Parse(issued token) = %v; want accepted", err)
+	}
+	bad := malleate(good)
+	sig := func(tok string) []byte {
+		b, err := base64.RawURLEncoding.DecodeString(tok[strings.LastIndexByte(tok, '.')+1:])
+		if err != nil {
+			t.Fatalf("lax decoding of %q: %v", tok, err)
+		}
+		return b
+	}
+	if bad == good || !hmac.Equal(sig(bad), sig(good)) {
+		t.Fatalf("malleate(%q) = %q; want another spelling of the same signature", good, bad)
+	}
+	if _, err := tokens.Parse(bad); !errors.Is(err, ErrBadToken) {
+		t.Errorf("Parse(token with a respelt signature) = %v; want ErrBadToken", err)
+	}
 }

@@ -60,9 +60,15 @@ var ErrBadToken = errors.New("invalid token")
 // Parse checks a token's signature, algorithm (HS256 only: "none" and every
 // other algorithm are refused), issuer and expiry, and returns its principal.
 // Whether the key behind it is still valid is the caller's to check.
+//
+// Each segment must be canonical base64url: lax decoding ignores the unused
+// low bits of the last character, so one signed token would have several
+// spellings that all verify, and a token's string could not serve as its
+// identity (in a cache or a deny list).
 func (t *Tokens) Parse(token string) (Principal, error) {
 	var c claims
 	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return t.secret, nil },
+		jwt.WithStrictDecoding(),
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuer(issuer),

@@ -60,8 +60,15 @@ const (
 	cacheTTL    = 30 * time.Second
 	unsureTTL   = 4 * time.Second
 	negativeTTL = 2 * time.Second
-	maxCached   = 100_000
-	touchEvery  = 10 * time.Second
+	// staleMax is how long a cached key still authenticates while
+	// PostgreSQL is unreachable (store.ErrUnavailable), revocation
+	// broadcasts being received: a key cannot be revoked without the
+	// database, and a revocation made before the outage evicted the entry
+	// by broadcast, so serving it cannot hide one. Executes of cached
+	// modules by cached keys thus ride out a database outage.
+	staleMax   = 10 * time.Minute
+	maxCached  = 100_000
+	touchEvery = 10 * time.Second
 )
 
 // Service authenticates requests and manages keys.
@@ -202,6 +209,12 @@ func (s *Service) fresh(c cached) bool {
 	return age < unsureTTL
 }
 
+// usableStale says whether an expired cache entry may stand in for the
+// store while the store is unreachable (see staleMax).
+func (s *Service) usableStale(c cached) bool {
+	return s.fanout.Load() && s.now().Sub(c.fetched) < staleMax
+}
+
 // lookup finds a key by hash through the cache.
 func (s *Service) lookup(ctx context.Context, hash []byte) (store.APIKey, error) {
 	h := string(hash)
@@ -217,6 +230,14 @@ func (s *Service) lookup(ctx context.Context, hash []byte) (store.APIKey, error)
 	s.mu.Unlock()
 
 	k, err := s.store.KeyByHash(ctx, hash)
+	if errors.Is(err, store.ErrUnavailable) {
+		s.mu.Lock()
+		c, ok := s.byHash[h]
+		s.mu.Unlock()
+		if ok && s.usableStale(c) {
+			return c.key, nil
+		}
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		s.mu.Lock()
 		if len(s.negative) >= maxCached {
@@ -241,6 +262,14 @@ func (s *Service) keyByID(ctx context.Context, id uuid.UUID) (store.APIKey, erro
 	}
 	s.mu.Unlock()
 	k, err := s.store.GetKey(ctx, store.AllOwners(), id)
+	if errors.Is(err, store.ErrUnavailable) {
+		s.mu.Lock()
+		c, ok := s.byID[id]
+		s.mu.Unlock()
+		if ok && s.usableStale(c) {
+			return c.key, nil
+		}
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return store.APIKey{}, fmt.Errorf("%w: token of an unknown key", ErrUnauthenticated)
 	}
