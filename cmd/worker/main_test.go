@@ -6,11 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,32 +20,6 @@ import (
 	"github.com/wasmwiz/wasmwiz/internal/testenv"
 	"github.com/wasmwiz/wasmwiz/testdata"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 func get(url string) (int, string) {
 	resp, err := http.Get(url)
@@ -76,7 +48,7 @@ func TestRun(t *testing.T) {
 	}
 
 	prefix := testenv.Prefix(t)
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	env := map[string]string{
 		"ENVIRONMENT":         "development",
 		"LOG_LEVEL":           "debug",
@@ -87,7 +59,7 @@ func TestRun(t *testing.T) {
 		"WORKER_ID":           "w-e2e",
 		"WORKER_CONCURRENCY":  "2",
 	}
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.SyncBuffer
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	done := make(chan error, 1)

@@ -2,9 +2,11 @@ package protocol
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,11 +25,46 @@ const forwardHeadroom = 64
 const cleanupTimeout = 5 * time.Second
 
 // Client is the api's side of the protocol. It is safe for concurrent use.
+//
+// Replies come to one wildcard inbox subscription of the client's own (as
+// with nats.go's Request), but unlike Request it keeps listening after the
+// first message: a worker holding a request sends heartbeats to its reply
+// subject, and a watchdog fails the requests that went silent (see
+// WorkerLostAfter), so a killed worker costs its requesters about a second,
+// not their whole time limit.
 type Client struct {
 	nc       *nats.Conn
 	subject  string
 	presence string
 	payloads *payloads
+
+	mu    sync.Mutex
+	sub   *nats.Subscription // the reply inbox; nil until the first Execute
+	inbox string             // reply subjects are inbox + a token
+	calls map[string]*call
+	next  atomic.Uint64
+	// disrupted is when the watchdog last saw the connection down or
+	// reconnected (UnixNano), to tell a silent worker from a silent link.
+	disrupted atomic.Int64
+}
+
+// call is one Execute waiting for its reply.
+type call struct {
+	res  chan callResult // buffered 1: the first outcome wins, later ones are dropped
+	sent int64           // UnixNano of the publish
+	last atomic.Int64    // UnixNano of the publish or the latest heartbeat
+}
+
+type callResult struct {
+	msg *nats.Msg
+	err error
+}
+
+func (c *call) deliver(r callResult) {
+	select {
+	case c.res <- r:
+	default:
+	}
 }
 
 // NewClient returns a client for the workers of one subject prefix. It does
@@ -43,7 +80,10 @@ func NewClient(nc *nats.Conn, prefix string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("protocol client: %w", err)
 	}
-	return &Client{nc: nc, subject: ExecSubject(prefix), presence: PresenceSubject(prefix), payloads: p}, nil
+	return &Client{
+		nc: nc, subject: ExecSubject(prefix), presence: PresenceSubject(prefix), payloads: p,
+		calls: make(map[string]*call),
+	}, nil
 }
 
 // Execute sends req to one worker and waits for its reply until ctx ends
@@ -51,7 +91,8 @@ func NewClient(nc *nats.Conn, prefix string) (*Client, error) {
 // Timeout+DefaultGrace applies).
 //
 // A reply with Failure set is returned with a nil error: the worker answered.
-// Errors wrap ErrNoWorkers (nobody subscribed; immediate), ErrTimeout (no
+// Errors wrap ErrNoWorkers (nobody subscribed; immediate), ErrWorkerLost
+// (silence for WorkerLostAfter: no reply, no heartbeat), ErrTimeout (no
 // reply in time), a Validate problem, ErrTooLarge, or a NATS, JetStream or
 // ErrMalformed failure (a garbled reply).
 func (c *Client) Execute(ctx context.Context, req Request) (Reply, error) {
@@ -63,18 +104,25 @@ func (c *Client) Execute(ctx context.Context, req Request) (Reply, error) {
 		ctx, cancel = context.WithTimeout(ctx, req.Timeout+DefaultGrace)
 		defer cancel()
 	}
+	inbox, err := c.replyInbox()
+	if err != nil {
+		return Reply{}, fmt.Errorf("execute %s: %w", req.ExecutionID, err)
+	}
 	data, stdinRef, err := c.encodeRequest(ctx, req)
 	if err != nil {
 		return Reply{}, fmt.Errorf("execute %s: %w", req.ExecutionID, mapWaitErr(err))
 	}
-	msg, err := c.nc.RequestWithContext(ctx, c.subject, data)
+	msg, err := c.roundTrip(ctx, inbox, data)
 	if err != nil {
 		if stdinRef != nil {
 			// Nobody, or nobody in time, took the stdin; a worker that still
-			// gets to it answers a requester that has gone.
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-			c.payloads.remove(cctx, stdinRef)
-			cancel()
+			// gets to it answers a requester that has gone. The answer does
+			// not wait for the delete: the bucket's TTL removes what fails.
+			go func() {
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+				defer cancel()
+				c.payloads.remove(cctx, stdinRef)
+			}()
 		}
 		return Reply{}, fmt.Errorf("execute %s: %w", req.ExecutionID, mapWaitErr(err))
 	}
@@ -83,6 +131,140 @@ func (c *Client) Execute(ctx context.Context, req Request) (Reply, error) {
 		return Reply{}, fmt.Errorf("execute %s: reply from worker: %w", req.ExecutionID, mapWaitErr(err))
 	}
 	return rep, nil
+}
+
+// roundTrip publishes data with a reply subject of its own and waits for the
+// reply, a no-responders status, the watchdog's verdict, or ctx.
+func (c *Client) roundTrip(ctx context.Context, inbox string, data []byte) (*nats.Msg, error) {
+	token := strconv.FormatUint(c.next.Add(1), 36)
+	cl := &call{res: make(chan callResult, 1), sent: time.Now().UnixNano()}
+	cl.last.Store(cl.sent)
+	c.mu.Lock()
+	c.calls[token] = cl
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.calls, token)
+		c.mu.Unlock()
+	}()
+	if err := c.nc.PublishRequest(c.subject, inbox+token, data); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-cl.res:
+		return r.msg, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// replyInbox subscribes the reply inbox on first use and starts its
+// watchdog; later calls return the inbox's subject prefix.
+func (c *Client) replyInbox() (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sub != nil {
+		return c.inbox, nil
+	}
+	inbox := c.nc.NewInbox() + "."
+	sub, err := c.nc.Subscribe(inbox+"*", c.onReply)
+	if err != nil {
+		return "", fmt.Errorf("subscribe reply inbox: %w", err)
+	}
+	// The handler only hands messages over; a pending limit would turn a
+	// burst of large replies into silently dropped ones.
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		_ = sub.Unsubscribe()
+		return "", fmt.Errorf("reply inbox pending limits: %w", err)
+	}
+	c.sub, c.inbox = sub, inbox
+	go c.watch()
+	return inbox, nil
+}
+
+// onReply routes a message on the reply inbox to its call: a heartbeat
+// renews the call's liveness, anything else ends it.
+func (c *Client) onReply(m *nats.Msg) {
+	if len(m.Subject) <= len(c.inbox) {
+		return
+	}
+	c.mu.Lock()
+	cl := c.calls[m.Subject[len(c.inbox):]]
+	c.mu.Unlock()
+	if cl == nil {
+		return // the call ended (timeout, client gone); the reply is late
+	}
+	// A reply always has a body: only the bodiless messages carry meaning
+	// in their headers.
+	if len(m.Data) == 0 && m.Header != nil {
+		if m.Header.Get(HeartbeatHeader) != "" {
+			cl.last.Store(time.Now().UnixNano())
+			return
+		}
+		if m.Header.Get("Status") == "503" {
+			cl.deliver(callResult{err: nats.ErrNoResponders})
+			return
+		}
+	}
+	cl.deliver(callResult{msg: m})
+}
+
+// watch fails the calls that have been silent for WorkerLostAfter, until the
+// connection closes: ErrConnectionLost when the connection itself was
+// interrupted since the call was sent, ErrWorkerLost otherwise.
+func (c *Client) watch() {
+	t := time.NewTicker(HeartbeatInterval)
+	defer t.Stop()
+	w := watchdog{reconnects: c.nc.Stats().Reconnects, prev: time.Now()}
+	for now := range t.C {
+		if c.nc.IsClosed() {
+			return
+		}
+		r := c.nc.Stats().Reconnects
+		c.sweep(&w, now, r != w.reconnects || !c.nc.IsConnected())
+		w.reconnects = r
+	}
+}
+
+// watchdog is what watch remembers from one sweep to the next.
+type watchdog struct {
+	reconnects uint64
+	prev       time.Time
+}
+
+// sweep is one round of the watchdog at now; disrupted says the
+// connection is down or reconnected since the last round.
+func (c *Client) sweep(w *watchdog, now time.Time, disrupted bool) {
+	// Silence is evidence only if this process was running to hear it:
+	// after a stall (a paused or starved process, a long GC) heartbeats
+	// may wait unread in the socket, so the silence starts again now.
+	late := now.Sub(w.prev) > 2*HeartbeatInterval
+	w.prev = now
+	if late {
+		c.mu.Lock()
+		for _, cl := range c.calls {
+			cl.last.Store(max(cl.last.Load(), now.UnixNano()))
+		}
+		c.mu.Unlock()
+		return
+	}
+	if disrupted {
+		c.disrupted.Store(now.UnixNano())
+	}
+	lastDisruption := c.disrupted.Load()
+	silentSince := now.Add(-WorkerLostAfter).UnixNano()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cl := range c.calls {
+		if cl.last.Load() >= silentSince {
+			continue
+		}
+		err := ErrWorkerLost
+		if lastDisruption >= cl.sent {
+			err = ErrConnectionLost
+		}
+		cl.deliver(callResult{err: err})
+	}
 }
 
 func mapWaitErr(err error) error {
@@ -100,10 +282,7 @@ func mapWaitErr(err error) error {
 func (c *Client) encodeRequest(ctx context.Context, req Request) ([]byte, *objectRef, error) {
 	limit := c.nc.MaxPayload() - forwardHeadroom
 	env := newRequestEnvelope(req)
-	meta, err := json.Marshal(env)
-	if err != nil {
-		return nil, nil, err
-	}
+	meta := env.appendJSON(nil)
 	if int64(len(meta)+1+len(req.Stdin)) <= limit {
 		return frame(meta, req.Stdin), nil, nil
 	}
@@ -119,9 +298,7 @@ func (c *Client) encodeRequest(ctx context.Context, req Request) ([]byte, *objec
 	}
 	env.StdinLen = 0
 	env.StdinObject = ref
-	if meta, err = json.Marshal(env); err != nil {
-		return nil, nil, err
-	}
+	meta = env.appendJSON(nil)
 	return frame(meta), ref, nil
 }
 

@@ -103,22 +103,28 @@ func randomBytes(n int) []byte {
 	return b
 }
 
-// assertBucketEmpty checks that every spilled body was deleted by its reader.
+// assertBucketEmpty checks that every spilled body was deleted by its
+// reader, or by the client's clean-up of a request nobody took (which runs
+// in the background, so it is given a few seconds).
 func assertBucketEmpty(t *testing.T, nc *nats.Conn, prefix string) {
 	t.Helper()
 	js, _ := jetstream.New(nc)
-	ctx := ctxTimeout(t, 5*time.Second)
+	ctx := ctxTimeout(t, 10*time.Second)
 	obs, err := js.ObjectStore(ctx, PayloadBucket(prefix))
 	if err != nil {
 		t.Fatalf("ObjectStore(%s) error = %v; want the bucket the spill created", PayloadBucket(prefix), err)
 	}
-	infos, err := obs.List(ctx)
-	if !errors.Is(err, jetstream.ErrNoObjectsFound) {
-		var names []string
+	var names []string
+	testenv.Eventually(t, 5*time.Second, "the payload bucket empty", func() bool {
+		infos, err := obs.List(ctx)
+		names = names[:0]
 		for _, i := range infos {
 			names = append(names, i.Name)
 		}
-		t.Fatalf("objects left in %s: %v (err %v); want none", PayloadBucket(prefix), names, err)
+		return errors.Is(err, jetstream.ErrNoObjectsFound)
+	})
+	if len(names) > 0 {
+		t.Fatalf("objects left in %s: %v; want none", PayloadBucket(prefix), names)
 	}
 }
 
@@ -274,6 +280,83 @@ func TestExecuteTimeout(t *testing.T) {
 	}
 }
 
+// A worker that takes a request and then says nothing (killed, cut off from
+// NATS) costs its requester WorkerLostAfter, not the request's whole wait.
+func TestExecuteWorkerLost(t *testing.T) {
+	nc := connect(t)
+	prefix := testPrefix(t, nc)
+	taken := make(chan struct{}, 1)
+	sub, err := nc.QueueSubscribe(ExecSubject(prefix), QueueGroup(prefix), func(*nats.Msg) { taken <- struct{}{} })
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	start := time.Now()
+	_, err = newClient(t, nc, prefix).Execute(ctxTimeout(t, time.Minute), validRequest())
+	waited := time.Since(start)
+	if !errors.Is(err, ErrWorkerLost) {
+		t.Fatalf("Execute with a silent worker error = %v; want ErrWorkerLost", err)
+	}
+	<-taken
+	// Not a performance figure: the bound says the minute-long deadline was
+	// not what ended the wait, and the lower one that silence was given its
+	// full allowance.
+	if waited < WorkerLostAfter || waited > 20*time.Second {
+		t.Errorf("gave up after %v; want between WorkerLostAfter (%v) and far less than the deadline", waited, WorkerLostAfter)
+	}
+}
+
+// Heartbeats keep a request alive for as long as its worker holds it, well
+// past WorkerLostAfter; a heartbeat to a request nobody waits for is
+// harmless.
+func TestExecuteHeartbeats(t *testing.T) {
+	nc := connect(t)
+	prefix := testPrefix(t, nc)
+	wnc := connect(t)
+	r, err := NewResponder(wnc, prefix, 0)
+	if err != nil {
+		t.Fatalf("NewResponder error = %v", err)
+	}
+	hold := 2*WorkerLostAfter + 500*time.Millisecond
+	sub, err := wnc.QueueSubscribe(ExecSubject(prefix), QueueGroup(prefix), func(m *nats.Msg) {
+		go func() {
+			deadline := time.Now().Add(hold)
+			for time.Now().Before(deadline) {
+				time.Sleep(HeartbeatInterval)
+				if err := r.Heartbeat(m, "w-hb"); err != nil {
+					t.Errorf("Heartbeat error = %v", err)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := r.Respond(ctx, m, Reply{Status: "ok", Worker: "w-hb", Stdout: []byte("late")}); err != nil {
+				t.Errorf("Respond error = %v", err)
+			}
+			// After the reply, nobody waits: this must go nowhere.
+			if err := r.Heartbeat(m, "w-hb"); err != nil {
+				t.Errorf("Heartbeat after the reply error = %v", err)
+			}
+		}()
+	})
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := wnc.Flush(); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	rep, err := newClient(t, nc, prefix).Execute(ctxTimeout(t, time.Minute), validRequest())
+	if err != nil {
+		t.Fatalf("Execute held for %v with heartbeats error = %v; want the reply", hold, err)
+	}
+	if string(rep.Stdout) != "late" || rep.Worker != "w-hb" {
+		t.Errorf("reply = %+v; want the held request's", rep)
+	}
+	if err := r.Heartbeat(&nats.Msg{}, "w-hb"); !errors.Is(err, ErrNoReplySubject) {
+		t.Errorf("Heartbeat without a reply subject error = %v; want ErrNoReplySubject", err)
+	}
+}
+
 func TestExecuteGarbledReply(t *testing.T) {
 	nc := connect(t)
 	prefix := testPrefix(t, nc)
@@ -392,5 +475,110 @@ func TestNewClientRejectsBadPrefix(t *testing.T) {
 	}
 	if _, err := NewResponder(nc, "", 0); err == nil {
 		t.Fatalf(`NewResponder(nc, "") error = nil; want an error`)
+	}
+}
+
+// Silence while the requester's own connection is down is not blamed on
+// the worker: the reply may have been sent while nobody listened.
+func TestExecuteConnectionLost(t *testing.T) {
+	srv := testenv.StartNATS(t)
+	dial := func() *nats.Conn {
+		nc, err := nats.Connect(srv.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+		if err != nil {
+			t.Fatalf("connect to the test's nats-server: %v", err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	nc, wnc := dial(), dial()
+	prefix := "wwztest.connlost"
+	taken := make(chan struct{}, 1)
+	if _, err := wnc.QueueSubscribe(ExecSubject(prefix), QueueGroup(prefix), func(*nats.Msg) { taken <- struct{}{} }); err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	if err := wnc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := newClient(t, nc, prefix).Execute(ctxTimeout(t, time.Minute), validRequest())
+		errc <- err
+	}()
+	<-taken
+	srv.Stop()
+	defer srv.Start()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrConnectionLost) {
+			t.Errorf("Execute across a NATS outage error = %v; want ErrConnectionLost", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Execute still waiting 30 s into a NATS outage")
+	}
+}
+
+// The watchdog's rounds, on a clock of the test's own: silence fails a
+// call; a round that comes late (the process stalled) starts the silence
+// again instead; a disruption of the connection changes the verdict.
+func TestWatchdogSweep(t *testing.T) {
+	c := newClient(t, connect(t), "wwztest.sweep")
+	t0 := time.Now()
+	newCall := func() *call {
+		cl := &call{res: make(chan callResult, 1), sent: t0.UnixNano()}
+		cl.last.Store(cl.sent)
+		c.mu.Lock()
+		c.calls[fmt.Sprint(len(c.calls))] = cl
+		c.mu.Unlock()
+		return cl
+	}
+	verdict := func(cl *call) error {
+		select {
+		case r := <-cl.res:
+			return r.err
+		default:
+			return nil
+		}
+	}
+	w := &watchdog{prev: t0}
+	a := newCall()
+	// Rounds on time, silence short of WorkerLostAfter: nothing.
+	var now time.Time
+	for now = t0.Add(HeartbeatInterval); now.Sub(t0) <= WorkerLostAfter; now = now.Add(HeartbeatInterval) {
+		c.sweep(w, now, false)
+		if err := verdict(a); err != nil {
+			t.Fatalf("after %v of silence: %v; want no verdict yet", now.Sub(t0), err)
+		}
+	}
+	c.sweep(w, now, false)
+	if err := verdict(a); !errors.Is(err, ErrWorkerLost) {
+		t.Fatalf("after %v of silence, on time: %v; want ErrWorkerLost", now.Sub(t0), err)
+	}
+
+	// A stall: the next round comes 3 s late. Not a verdict, and the
+	// silence counts from the stall's end.
+	b := newCall()
+	now = now.Add(3 * time.Second)
+	c.sweep(w, now, false)
+	if err := verdict(b); err != nil {
+		t.Fatalf("after a stall: %v; want no verdict (the heartbeats may be unread)", err)
+	}
+	resumed := now
+	for now = now.Add(HeartbeatInterval); now.Sub(resumed) <= WorkerLostAfter; now = now.Add(HeartbeatInterval) {
+		c.sweep(w, now, false)
+		if err := verdict(b); err != nil {
+			t.Fatalf("%v after the stall: %v; want no verdict yet", now.Sub(resumed), err)
+		}
+	}
+	c.sweep(w, now, false)
+	if err := verdict(b); !errors.Is(err, ErrWorkerLost) {
+		t.Fatalf("silence after the stall: %v; want ErrWorkerLost", err)
+	}
+
+	// Silence across a disruption of the connection is the connection's.
+	d := newCall()
+	c.sweep(w, now.Add(HeartbeatInterval), true)
+	c.sweep(w, now.Add(2*HeartbeatInterval), false)
+	if err := verdict(d); !errors.Is(err, ErrConnectionLost) {
+		t.Fatalf("silence across a disruption: %v; want ErrConnectionLost", err)
 	}
 }

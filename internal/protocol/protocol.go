@@ -111,6 +111,34 @@ var (
 	ErrTooLarge = errors.New("message metadata exceeds the NATS max payload")
 	// ErrNoReplySubject: a request that nobody waits for.
 	ErrNoReplySubject = errors.New("message has no reply subject")
+	// ErrWorkerLost: the request went silent — no reply and no heartbeat for
+	// WorkerLostAfter. The worker holding it died, or lost NATS, or the
+	// message was lost with a worker before one took it.
+	ErrWorkerLost = errors.New("the worker holding the request stopped answering")
+	// ErrConnectionLost: the request went silent while the requester's own
+	// NATS connection was down or reconnecting; whether the execution ran
+	// is unknown (its reply may have been sent while nobody listened).
+	ErrConnectionLost = errors.New("the connection to NATS was interrupted while waiting for the reply")
+)
+
+// Liveness of a request in flight. A worker sends a heartbeat (an empty
+// message with HeartbeatHeader set to its id) to the reply subject of every
+// request it holds, running or waiting for a slot, once the request is
+// HeartbeatAfter old and then every HeartbeatInterval. A requester that
+// hears nothing at all — no reply, no heartbeat — for WorkerLostAfter gives
+// up with ErrWorkerLost instead of waiting out the execution's whole time
+// limit. Short executions reply before their first heartbeat is due, so the
+// hot path carries no extra message.
+//
+// The margins are wide on purpose: the first heartbeat is due at most
+// HeartbeatAfter+HeartbeatInterval (350 ms) after the worker received the
+// request, and WorkerLostAfter leaves over a second beyond that for a busy
+// machine's scheduling delays, so a slow worker is not mistaken for a dead one.
+const (
+	HeartbeatHeader   = "Wasmwiz-Heartbeat"
+	HeartbeatAfter    = 100 * time.Millisecond
+	HeartbeatInterval = 250 * time.Millisecond
+	WorkerLostAfter   = 1500 * time.Millisecond
 )
 
 // Limits of the metadata, generous for ids and names the api makes, tight

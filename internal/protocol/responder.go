@@ -2,7 +2,6 @@ package protocol
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -102,10 +101,7 @@ func (r *Responder) encodeReply(ctx context.Context, rep Reply) ([]byte, error) 
 		{rep.Stderr, "stderr", &env.StderrLen, &env.StderrObject},
 	}
 	for {
-		meta, err := json.Marshal(env)
-		if err != nil {
-			return nil, err
-		}
+		meta := env.appendJSON(nil)
 		size := len(meta) + 1
 		big := -1
 		for i, p := range parts {
@@ -142,6 +138,19 @@ func (r *Responder) encodeReply(ctx context.Context, rep Reply) ([]byte, error) 
 		*parts[big].ref = ref
 		*parts[big].len = 0
 	}
+}
+
+// Heartbeat tells the requester of msg that workerID still holds it (see
+// WorkerLostAfter). It is a bodiless message on the reply subject.
+func (r *Responder) Heartbeat(msg *nats.Msg, workerID string) error {
+	if msg.Reply == "" {
+		return ErrNoReplySubject
+	}
+	hb := &nats.Msg{Subject: msg.Reply, Header: nats.Header{HeartbeatHeader: []string{workerID}}}
+	if err := r.nc.PublishMsg(hb); err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	return nil
 }
 
 // Forward republishes a request the worker has no room for on the execution

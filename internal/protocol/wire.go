@@ -2,7 +2,6 @@ package protocol
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -93,7 +92,7 @@ func unframe(data []byte, env any) ([]byte, error) {
 	if i < 0 {
 		return nil, fmt.Errorf("%w: no envelope", ErrMalformed)
 	}
-	if err := json.Unmarshal(data[:i], env); err != nil {
+	if err := decodeEnvelope(data[:i], env); err != nil {
 		return nil, fmt.Errorf("%w: envelope: %w", ErrMalformed, err)
 	}
 	return data[i+1:], nil
@@ -109,6 +108,11 @@ func parseRequest(data []byte) (Request, *objectRef, error) {
 	if err != nil {
 		return Request{}, nil, err
 	}
+	return env.request(rest)
+}
+
+// request checks a decoded envelope against the raw bytes that followed it.
+func (env *requestEnvelope) request(rest []byte) (Request, *objectRef, error) {
 	req := Request{
 		ExecutionID:      env.ExecutionID,
 		RequestID:        env.RequestID,
@@ -168,6 +172,11 @@ func parseReply(data []byte) (rep Reply, stdout, stderr *objectRef, err error) {
 	if err != nil {
 		return Reply{}, nil, nil, err
 	}
+	return env.reply(rest)
+}
+
+// reply checks a decoded envelope against the raw bytes that followed it.
+func (env *replyEnvelope) reply(rest []byte) (rep Reply, stdout, stderr *objectRef, err error) {
 	rep = Reply{
 		Status:     env.Status,
 		ExitCode:   env.ExitCode,

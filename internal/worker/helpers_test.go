@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -77,24 +75,6 @@ type execFunc func(context.Context, runner.Execution, runner.Loader) (runner.Res
 
 func (f execFunc) Run(ctx context.Context, ex runner.Execution, load runner.Loader) (runner.Result, error) {
 	return f(ctx, ex, load)
-}
-
-// logBuffer collects a worker's log lines, safe for its goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 type harness struct {

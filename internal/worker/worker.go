@@ -76,6 +76,12 @@ func (noObserver) Forwarded()                                            {}
 // some are, few enough that a saturated fleet adds only a couple of hops.
 const maxForwards = 2
 
+// forwardAfter is the expected wait for a slot below which a worker keeps a
+// request rather than forward it: a hop costs two NATS messages and a few
+// hundred microseconds, and when executions are short a saturated fleet has
+// no idle worker to find, so forwarding would only double the traffic.
+const forwardAfter = 5 * time.Millisecond
+
 // ioTimeout bounds each object-store transfer (a spilled stdin or output).
 const ioTimeout = 15 * time.Second
 
@@ -84,16 +90,22 @@ const ioTimeout = 15 * time.Second
 // Capacity: NATS spreads a queue group's messages over its members without
 // regard to how busy they are, and whatever a member has received no other
 // member can take. So a message that arrives when all Concurrency slots are
-// taken is forwarded (same body, same reply subject, a hop count) to the
-// queue group, where an idle worker may pick it up; the requester never
-// notices. A message already forwarded maxForwards times is kept: the
-// dispatcher waits for a slot for it, and the messages behind it wait in
-// the subscription's buffer until then (each is forwarded in turn if the
-// slots are still full). When the fleet is saturated, requests therefore
-// queue on the workers, in arrival order per worker, until the api's wait
-// ends. Nothing is dropped: the subscription has no pending limit (a
-// slow-consumer drop would be a silent 504). Stdin objects are fetched only
-// once a slot is held, so a waiting request holds at most its message.
+// taken, on a worker whose expected wait for a slot is over forwardAfter, is
+// forwarded (same body, same reply subject, a hop count) to the queue group,
+// where an idle worker may pick it up; the requester never notices. A
+// message already forwarded maxForwards times, or one that would wait only
+// briefly, joins the worker's queue and runs, in arrival order, when a slot
+// frees. When the fleet is saturated, requests therefore queue on the
+// workers until the api's wait ends. Nothing is dropped: the subscription
+// has no pending limit (a slow-consumer drop would be a silent 504), and
+// every message taken off it is queued or running. Stdin objects are
+// fetched only once a slot is held, so a waiting request holds at most its
+// message.
+//
+// Liveness: every request the worker holds, queued or running, gets a
+// heartbeat on its reply subject once it is protocol.HeartbeatAfter old and
+// every protocol.HeartbeatInterval after, so that its requester can tell a
+// long execution from a dead worker (protocol.WorkerLostAfter).
 type Worker struct {
 	nc         *nats.Conn
 	resp       *protocol.Responder
@@ -104,8 +116,14 @@ type Worker struct {
 	isNotFound func(error) bool
 	obs        Observer
 
-	slots    chan struct{} // a token per running execution
-	inflight sync.WaitGroup
+	inflight sync.WaitGroup // every message taken off the subscription until it is answered or forwarded
+
+	qmu     sync.Mutex
+	running map[*nats.Msg]held // executing now: at most Concurrency
+	queue   []held             // waiting for a slot, in arrival order
+	// service is a moving average of how long an execution holds its slot
+	// (nanoseconds; 0 until one has finished), for the forwarding decision.
+	service atomic.Int64
 
 	// runCtx is the executions' context. It ends only when Shutdown's
 	// deadline passes: draining lets running executions finish.
@@ -160,7 +178,7 @@ func New(nc *nats.Conn, exec Executor, blobs BlobSource, logger *slog.Logger, cf
 		cfg:        cfg,
 		isNotFound: isNotFound,
 		obs:        obs,
-		slots:      make(chan struct{}, cfg.Concurrency),
+		running:    make(map[*nats.Msg]held, cfg.Concurrency),
 		runCtx:     runCtx,
 		cancelRun:  cancel,
 		ready:      make(chan struct{}),
@@ -172,8 +190,19 @@ func New(nc *nats.Conn, exec Executor, blobs BlobSource, logger *slog.Logger, cf
 // Ready is closed once the worker is subscribed and counted by presence.
 func (w *Worker) Ready() <-chan struct{} { return w.ready }
 
+// held is a message the worker has taken and not yet answered.
+type held struct {
+	msg      *nats.Msg
+	received time.Time
+	started  time.Time // zero while queued
+}
+
 // InFlight is the number of executions holding a slot now.
-func (w *Worker) InFlight() int { return len(w.slots) }
+func (w *Worker) InFlight() int {
+	w.qmu.Lock()
+	defer w.qmu.Unlock()
+	return len(w.running)
+}
 
 // Run subscribes and serves until ctx ends or Shutdown is called, then
 // drains: it stops taking work, runs what it already received, and returns
@@ -198,6 +227,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	go w.announce()
+	go w.heartbeats()
 
 	loopErr := make(chan error, 1)
 	go func() { loopErr <- w.dispatch(sub) }()
@@ -328,8 +358,9 @@ func (w *Worker) stop() {
 	}
 }
 
-// dispatch hands each message to a slot, forwarding it when none is free
-// (see Worker). It returns nil when the drained subscription closes.
+// dispatch takes every message off the subscription as it arrives and
+// admits it (see Worker). It returns nil when the drained subscription
+// closes.
 func (w *Worker) dispatch(sub *nats.Subscription) error {
 	for {
 		msg, err := sub.NextMsgWithContext(context.Background())
@@ -350,54 +381,178 @@ func (w *Worker) dispatch(sub *nats.Subscription) error {
 			w.log.Warn("dropped an execution message without a reply subject", "bytes", len(msg.Data))
 			continue
 		}
-		select {
-		case w.slots <- struct{}{}:
-		default:
-			if protocol.Hops(msg) < maxForwards {
-				err := w.resp.Forward(msg)
-				if err == nil {
-					w.obs.Forwarded()
-					w.log.Debug("forwarded an execution message: all slots busy", "hops", protocol.Hops(msg)+1)
-					continue
-				}
-				w.log.Warn("forward an execution message", "error", err)
-			}
-			w.slots <- struct{}{}
-		}
-		w.inflight.Add(1)
-		go w.execute(msg, received)
+		w.admit(held{msg: msg, received: received})
 	}
 }
 
-// execute runs one request in the slot dispatch took for it, and replies.
-func (w *Worker) execute(msg *nats.Msg, received time.Time) {
-	defer w.inflight.Done()
-	defer func() { <-w.slots }()
+// admit runs h in a free slot, or forwards it, or queues it.
+func (w *Worker) admit(h held) {
+	w.inflight.Add(1)
+	w.qmu.Lock()
+	if len(w.running) < w.cfg.Concurrency {
+		w.startLocked(h)
+		w.qmu.Unlock()
+		return
+	}
+	forward := protocol.Hops(h.msg) < maxForwards && w.expectedWaitLocked(h.received) > forwardAfter
+	if !forward {
+		w.queue = append(w.queue, h)
+		w.qmu.Unlock()
+		return
+	}
+	w.qmu.Unlock()
+	err := w.resp.Forward(h.msg)
+	if err == nil {
+		w.inflight.Done()
+		w.obs.Forwarded()
+		if w.log.Enabled(context.Background(), slog.LevelDebug) {
+			w.log.Debug("forwarded an execution message: all slots busy", "hops", protocol.Hops(h.msg)+1)
+		}
+		return
+	}
+	w.log.Warn("forward an execution message", "error", err)
+	w.qmu.Lock()
+	// A slot may have freed, and its runner found the queue empty, while
+	// the lock was released.
+	if len(w.running) < w.cfg.Concurrency {
+		w.startLocked(h)
+	} else {
+		w.queue = append(w.queue, h)
+	}
+	w.qmu.Unlock()
+}
 
+// startLocked gives h a slot and runs it, and whatever queues behind it, on
+// a goroutine of its own. Called with qmu held and a slot free.
+func (w *Worker) startLocked(h held) {
+	h.started = time.Now()
+	w.running[h.msg] = h
+	go w.serve(h)
+}
+
+// serve runs h, then the queued messages in turn while there are any, in
+// the slot h was given.
+func (w *Worker) serve(h held) {
+	for {
+		w.execute(h.msg, h.received)
+		w.inflight.Done()
+		w.observeService(time.Since(h.started))
+		w.qmu.Lock()
+		delete(w.running, h.msg)
+		if len(w.queue) == 0 {
+			w.qmu.Unlock()
+			return
+		}
+		h = w.queue[0]
+		w.queue[0] = held{}
+		w.queue = w.queue[1:]
+		h.started = time.Now()
+		w.running[h.msg] = h
+		w.qmu.Unlock()
+	}
+}
+
+// observeService folds one slot hold time into the moving average (1/8
+// weight). Concurrent updates may lose one another; it is an estimate.
+func (w *Worker) observeService(d time.Duration) {
+	old := w.service.Load()
+	if old == 0 {
+		w.service.Store(int64(d))
+		return
+	}
+	w.service.Store(old + (int64(d)-old)/8)
+}
+
+// expectedWaitLocked estimates how long a request arriving now would wait
+// for a slot: its place in the queue times the time a slot takes to free.
+// That time is the moving average, or, when every running execution has
+// already run longer than that, the youngest one's age (so long executions
+// that have not finished yet count). Unknown (nothing finished yet) counts
+// as long: better to look for an idle worker. Called with qmu held.
+func (w *Worker) expectedWaitLocked(now time.Time) time.Duration {
+	per := time.Duration(w.service.Load())
+	if per == 0 {
+		return time.Duration(math.MaxInt64)
+	}
+	youngest := time.Duration(math.MaxInt64)
+	for _, h := range w.running {
+		youngest = min(youngest, now.Sub(h.started))
+	}
+	if youngest != time.Duration(math.MaxInt64) && youngest > per {
+		per = youngest
+	}
+	return per * time.Duration(len(w.queue)+1) / time.Duration(w.cfg.Concurrency)
+}
+
+// heartbeats tells the requester of every held message, once it is
+// protocol.HeartbeatAfter old, that this worker still has it, until the
+// worker is done.
+func (w *Worker) heartbeats() {
+	t := time.NewTicker(protocol.HeartbeatInterval)
+	defer t.Stop()
+	var due []*nats.Msg
+	for {
+		var now time.Time
+		select {
+		case <-w.done:
+			return
+		case now = <-t.C:
+		}
+		cutoff := now.Add(-protocol.HeartbeatAfter)
+		due = due[:0]
+		w.qmu.Lock()
+		for _, h := range w.running {
+			if h.received.Before(cutoff) {
+				due = append(due, h.msg)
+			}
+		}
+		for _, h := range w.queue {
+			if h.received.Before(cutoff) {
+				due = append(due, h.msg)
+			}
+		}
+		w.qmu.Unlock()
+		for _, m := range due {
+			if err := w.resp.Heartbeat(m, w.cfg.ID); err != nil {
+				w.log.Debug("heartbeat", "error", err)
+			}
+		}
+		clear(due)
+	}
+}
+
+// execute runs one request in the slot it was given, and replies.
+func (w *Worker) execute(msg *nats.Msg, received time.Time) {
 	dctx, cancel := context.WithTimeout(w.runCtx, ioTimeout)
 	req, err := w.resp.Decode(dctx, msg)
 	cancel()
-	log := w.log.With("request_id", clip(req.RequestID), "execution_id", clip(req.ExecutionID))
+	ids := func(attrs ...any) []any {
+		return append([]any{"request_id", clip(req.RequestID), "execution_id", clip(req.ExecutionID)}, attrs...)
+	}
 	if err != nil {
 		level := slog.LevelError
 		if errors.Is(err, protocol.ErrMalformed) {
 			level = slog.LevelWarn
 		}
-		log.Log(w.runCtx, level, "refused an execution request", "error", err)
+		w.log.Log(w.runCtx, level, "refused an execution request", ids("error", err)...)
 		w.obs.Failed(string(protocol.FailureInternal))
-		w.reply(log, msg, protocol.Reply{
+		w.reply(msg, protocol.Reply{
 			QueueTime: time.Since(received),
 			Failure:   &protocol.Failure{Code: protocol.FailureInternal, Message: "the worker could not read the execution request"},
-		})
+		}, ids)
 		return
 	}
 
-	ex := w.execution(req, log)
-	log.Debug("execution started", "module_sha256", req.ModuleSHA256, "timeout_ms", ex.Timeout.Milliseconds(),
-		"memory_limit_bytes", ex.MemoryLimitBytes)
+	ex := w.execution(req, ids)
+	debug := w.log.Enabled(w.runCtx, slog.LevelDebug)
+	if debug {
+		w.log.Debug("execution started", ids("module_sha256", req.ModuleSHA256, "timeout_ms", ex.Timeout.Milliseconds(),
+			"memory_limit_bytes", ex.MemoryLimitBytes)...)
+	}
 	var notFound atomic.Bool
+	sha := req.ModuleSHA256 // not req: the loader escapes, and req would go to the heap with it
 	load := func(ctx context.Context) ([]byte, error) {
-		b, err := w.blobs.BlobBytes(ctx, req.ModuleSHA256)
+		b, err := w.blobs.BlobBytes(ctx, sha)
 		if err != nil && w.isNotFound(err) {
 			notFound.Store(true)
 		}
@@ -411,9 +566,9 @@ func (w *Worker) execute(msg *nats.Msg, received time.Time) {
 		if f.Code == protocol.FailureInternal {
 			level = slog.LevelError
 		}
-		log.Log(w.runCtx, level, "execution failed", "module_sha256", req.ModuleSHA256, "code", f.Code, "error", err)
+		w.log.Log(w.runCtx, level, "execution failed", ids("module_sha256", req.ModuleSHA256, "code", f.Code, "error", err)...)
 		w.obs.Failed(string(f.Code))
-		w.reply(log, msg, protocol.Reply{QueueTime: elapsed, Failure: f})
+		w.reply(msg, protocol.Reply{QueueTime: elapsed, Failure: f}, ids)
 		return
 	}
 	defer res.Release()
@@ -431,12 +586,17 @@ func (w *Worker) execute(msg *nats.Msg, received time.Time) {
 		CacheHit:  res.CacheHit,
 	}
 	w.obs.Executed(rep.Status, rep.Duration, rep.QueueTime, rep.MemoryPeak)
-	w.reply(log, msg, rep)
-	log.Info("execution finished", "module_sha256", req.ModuleSHA256, "status", rep.Status,
-		"exit_code", rep.ExitCode, "duration_ms", ms(rep.Duration), "queue_ms", ms(rep.QueueTime),
-		"memory_peak_bytes", rep.MemoryPeak, "cache_hit", rep.CacheHit,
-		"stdin_bytes", len(req.Stdin), "stdout_bytes", len(rep.Stdout), "stderr_bytes", len(rep.Stderr),
-		"truncated", rep.Truncated)
+	w.reply(msg, rep, ids)
+	// Each execution is on record in the api's usage table and in the
+	// metrics; a line per execution here would be the worker's largest
+	// cost after the module itself, so it is for debugging only.
+	if debug {
+		w.log.Debug("execution finished", ids("module_sha256", req.ModuleSHA256, "status", rep.Status,
+			"exit_code", rep.ExitCode, "duration_ms", ms(rep.Duration), "queue_ms", ms(rep.QueueTime),
+			"memory_peak_bytes", rep.MemoryPeak, "cache_hit", rep.CacheHit,
+			"stdin_bytes", len(req.Stdin), "stdout_bytes", len(rep.Stdout), "stderr_bytes", len(rep.Stderr),
+			"truncated", rep.Truncated)...)
+	}
 }
 
 // run calls the executor, turning a panic into an error: a module that
@@ -451,17 +611,17 @@ func (w *Worker) run(ex runner.Execution, load runner.Loader) (res runner.Result
 	return w.exec.Run(w.runCtx, ex, load)
 }
 
-func (w *Worker) reply(log *slog.Logger, msg *nats.Msg, rep protocol.Reply) {
+func (w *Worker) reply(msg *nats.Msg, rep protocol.Reply, ids func(...any) []any) {
 	rep.Worker = w.cfg.ID
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.runCtx), ioTimeout)
 	defer cancel()
 	if err := w.resp.Respond(ctx, msg, rep); err != nil {
-		log.Error("reply to an execution request", "error", err)
+		w.log.Error("reply to an execution request", ids("error", err)...)
 	}
 }
 
 // execution lowers the request's limits to the worker's ceilings.
-func (w *Worker) execution(req protocol.Request, log *slog.Logger) runner.Execution {
+func (w *Worker) execution(req protocol.Request, ids func(...any) []any) runner.Execution {
 	ex := runner.Execution{
 		SHA256:           req.ModuleSHA256,
 		Name:             req.ModuleName,
@@ -473,7 +633,7 @@ func (w *Worker) execution(req protocol.Request, log *slog.Logger) runner.Execut
 		MaxOutputBytes:   int(min(req.MaxOutputBytes, math.MaxInt)),
 	}
 	lower := func(what string, asked, ceiling any) {
-		log.Warn("request limit above the worker's ceiling; lowered", "limit", what, "asked", asked, "ceiling", ceiling)
+		w.log.Warn("request limit above the worker's ceiling; lowered", ids("limit", what, "asked", asked, "ceiling", ceiling)...)
 	}
 	if c := w.cfg.MaxTimeout; c > 0 && ex.Timeout > c {
 		lower("timeout", ex.Timeout.String(), c.String())

@@ -358,7 +358,7 @@ func TestShutdownDeadline(t *testing.T) {
 
 func TestGarbage(t *testing.T) {
 	h := newHarness(t)
-	var logs logBuffer
+	var logs testenv.SyncBuffer
 	h.start(t, execFunc(func(_ context.Context, ex runner.Execution, _ runner.Loader) (runner.Result, error) {
 		return runner.Result{Status: runner.StatusOK, Stdout: ex.Stdin}, nil
 	}), workerOpts{logs: &logs})
@@ -401,7 +401,7 @@ func TestGarbage(t *testing.T) {
 // execution ids.
 func TestLogLinesCarryIDs(t *testing.T) {
 	h := newHarness(t)
-	var logs logBuffer
+	var logs testenv.SyncBuffer
 	h.start(t, execFunc(func(ctx context.Context, ex runner.Execution, load runner.Loader) (runner.Result, error) {
 		if _, err := load(ctx); err != nil {
 			return runner.Result{}, err
@@ -491,5 +491,59 @@ func TestNewRejects(t *testing.T) {
 				t.Fatalf("New(%s) error = nil; want an error", tt.name)
 			}
 		})
+	}
+}
+
+// Requests a worker holds, running or queued for its one slot, stay alive
+// well past protocol.WorkerLostAfter: the worker's heartbeats say it still
+// has them.
+func TestHeldRequestsHeartbeat(t *testing.T) {
+	h := newHarness(t)
+	b := newBlocker()
+	h.start(t, b, workerOpts{concurrency: 1})
+	results := executeAll(t, h.client, 2)
+	testenv.Eventually(t, 10*time.Second, "the slot to be taken", func() bool { return b.runs.Load() == 1 })
+	time.Sleep(2 * protocol.WorkerLostAfter)
+	b.release <- struct{}{}
+	b.release <- struct{}{}
+	for range 2 {
+		if err := <-results; err != nil {
+			t.Errorf("a request held for %v: %v", 2*protocol.WorkerLostAfter, err)
+		}
+	}
+}
+
+// The forwarding decision: forward while nothing is known or the wait
+// would be long, queue when executions are short, and count long-running
+// executions by their age.
+func TestExpectedWait(t *testing.T) {
+	now := time.Now()
+	w := &Worker{cfg: Config{Concurrency: 2}, running: map[*nats.Msg]held{}}
+	run := func(age time.Duration) {
+		w.running[&nats.Msg{}] = held{started: now.Add(-age)}
+	}
+	if got := w.expectedWaitLocked(now); got <= forwardAfter {
+		t.Errorf("nothing measured yet: expected wait %v; want it to count as long", got)
+	}
+	w.service.Store(int64(200 * time.Microsecond))
+	run(50 * time.Microsecond)
+	run(100 * time.Microsecond)
+	w.queue = make([]held, 10)
+	// 11 in line, 2 slots, 200 µs each: 1.1 ms.
+	if got, want := w.expectedWaitLocked(now), 1100*time.Microsecond; got != want {
+		t.Errorf("short executions: expected wait %v; want %v", got, want)
+	}
+	// Both running executions are older than the average: they are long.
+	clear(w.running)
+	run(time.Second)
+	run(3 * time.Second)
+	w.queue = nil
+	if got, want := w.expectedWaitLocked(now), 500*time.Millisecond; got != want {
+		t.Errorf("long-running executions: expected wait %v; want %v", got, want)
+	}
+
+	w.observeService(0)
+	if got := time.Duration(w.service.Load()); got != 175*time.Microsecond {
+		t.Errorf("moving average after a 0 s execution = %v; want 175µs (1/8 weight)", got)
 	}
 }
