@@ -109,8 +109,20 @@ type moduleFacts struct {
 	importedTables uint32
 	importedFuncs  uint32
 	functions      uint32 // declared in the function section
+	bodies         uint32 // in the code section
 	elements       uint64
 	locals         uint64
+	// instrs counts the instructions of all function bodies, each br_table
+	// target as one more; maxInstrs is the most in one body. Past an
+	// instruction this reader does not know, a body's remaining bytes are
+	// counted instead: every instruction takes at least one, so the counts
+	// stay upper bounds.
+	instrs, maxInstrs uint64
+	// The other counts validationCost needs. params counts the parameters
+	// and results of all types, paramSquares the sum of their squares.
+	types, params, paramSquares  uint64
+	globals, elemSegments, names uint64
+	dataSegments, dataBytes      uint64
 }
 
 var errMalformed = errors.New("malformed module")
@@ -138,11 +150,11 @@ func parseModule(b []byte) (*moduleFacts, error) {
 		switch id {
 		case secCustom:
 			if s.name() == "name" {
-				readNames(s)
+				f.readNames(s)
 			}
 			s.off = len(s.b)
 		case secType:
-			vec(s, maxTypes, "types", readFuncType)
+			f.types += uint64(vec(s, maxTypes, "types", f.readFuncType))
 		case secImport:
 			vec(s, maxImports, "imports", f.readImport)
 		case secFunction:
@@ -156,11 +168,11 @@ func parseModule(b []byte) (*moduleFacts, error) {
 		case secMemory:
 			vec(s, maxMemories, "memories", func(s *wreader) { f.memories = append(f.memories, s.limits()) })
 		case secGlobal:
-			vec(s, maxGlobals, "globals", func(s *wreader) {
+			f.globals += uint64(vec(s, maxGlobals, "globals", func(s *wreader) {
 				s.valType()
 				s.byte() // mutability
 				skipConstExpr(s)
-			})
+			}))
 		case secExport:
 			vec(s, maxExports, "exports", func(s *wreader) {
 				name := s.name()
@@ -173,11 +185,11 @@ func parseModule(b []byte) (*moduleFacts, error) {
 		case secStart, secDataCount:
 			s.u32()
 		case secElement:
-			vec(s, maxElements, "element segments", f.readElementSegment)
+			f.elemSegments += uint64(vec(s, maxElements, "element segments", f.readElementSegment))
 		case secCode:
 			vec(s, maxFunctions, "function bodies", f.readBody)
 		case secData:
-			vec(s, maxDataSegments, "data segments", readDataSegment)
+			f.dataSegments += uint64(vec(s, maxDataSegments, "data segments", f.readDataSegment))
 		case secTag:
 			vec(s, maxTags, "tags", func(s *wreader) {
 				s.byte() // attribute
@@ -231,13 +243,15 @@ func (r *wreader) count(limit uint32, what string) uint32 {
 	return n
 }
 
-func readFuncType(s *wreader) {
+func (f *moduleFacts) readFuncType(s *wreader) {
 	if form := s.byte(); form != 0x60 && s.err == nil {
 		s.fail("unsupported type form 0x%x", form)
 		return
 	}
-	vec(s, maxParams, "parameters", (*wreader).valType)
-	vec(s, maxResults, "results", (*wreader).valType)
+	n := uint64(vec(s, maxParams, "parameters", (*wreader).valType))
+	n += uint64(vec(s, maxResults, "results", (*wreader).valType))
+	f.params += n
+	f.paramSquares += n * n
 }
 
 func (f *moduleFacts) readImport(s *wreader) {
@@ -295,7 +309,7 @@ func (f *moduleFacts) readElementSegment(s *wreader) {
 	}
 }
 
-func readDataSegment(s *wreader) {
+func (f *moduleFacts) readDataSegment(s *wreader) {
 	switch flags := s.u32(); flags {
 	case 0:
 		skipConstExpr(s)
@@ -309,11 +323,12 @@ func readDataSegment(s *wreader) {
 	}
 	n := s.u32()
 	s.bytes(int(n))
+	f.dataBytes += uint64(n)
 }
 
 // readNames walks the "name" custom section, whose maps wazero also sizes
 // from their declared counts.
-func readNames(s *wreader) {
+func (f *moduleFacts) readNames(s *wreader) {
 	for s.err == nil && s.off < len(s.b) {
 		id := s.byte()
 		sub := &wreader{b: s.bytes(int(s.u32()))}
@@ -327,12 +342,12 @@ func readNames(s *wreader) {
 		case 0: // module name
 			sub.name()
 		case 1: // function names
-			vec(sub, maxNames, "function names", func(s *wreader) { s.u32(); s.name() })
+			f.names += uint64(vec(sub, maxNames, "function names", func(s *wreader) { s.u32(); s.name() }))
 		case 2: // local names
-			vec(sub, maxNames, "local name maps", func(s *wreader) {
+			f.names += uint64(vec(sub, maxNames, "local name maps", func(s *wreader) {
 				s.u32()
-				vec(s, maxNames, "local names", func(s *wreader) { s.u32(); s.name() })
-			})
+				f.names += uint64(vec(s, maxNames, "local names", func(s *wreader) { s.u32(); s.name() }))
+			}))
 		default:
 			sub.off = len(sub.b)
 		}
@@ -348,12 +363,13 @@ func readNames(s *wreader) {
 // skipConstExpr skips a constant expression up to and including its end.
 func skipConstExpr(s *wreader) {
 	var f moduleFacts
+	var n uint64
 	for s.err == nil {
 		if s.off < len(s.b) && s.b[s.off] == 0x0B {
 			s.off++
 			return
 		}
-		if !f.skipInstr(s) {
+		if !f.skipInstr(s, &n) {
 			s.fail("unknown instruction in a constant expression")
 		}
 	}
@@ -368,15 +384,18 @@ func (f *moduleFacts) readBody(s *wreader) {
 		s.fail("a function body of %d bytes; the limit is %d", size, maxBodySize)
 		return
 	}
-	body := &wreader{b: s.bytes(int(size))}
+	// A value, not a pointer, and no vec: a module may hold a million
+	// bodies, and a reader on the heap for each was 100 MB of garbage.
+	body := wreader{b: s.bytes(int(size))}
 	if s.err != nil {
 		return
 	}
 	var locals uint64
-	vec(body, maxLocals, "local declarations", func(b *wreader) {
-		locals += uint64(b.u32())
-		b.valType()
-	})
+	decls := body.count(maxLocals, "local declarations")
+	for i := uint32(0); i < decls && body.err == nil; i++ {
+		locals += uint64(body.u32())
+		body.valType()
+	}
 	if body.err == nil && locals > maxLocals {
 		body.fail("a function declares %d locals; the limit is %d", locals, maxLocals)
 	}
@@ -388,36 +407,40 @@ func (f *moduleFacts) readBody(s *wreader) {
 		s.err = body.err
 		return
 	}
-	if f.codeUnknown {
-		return
-	}
-	for body.err == nil && body.off < len(body.b) {
-		if !f.skipInstr(body) {
+	f.bodies++
+	var n uint64
+	for !f.codeUnknown && body.off < len(body.b) {
+		start, counted := body.off, n
+		if !f.skipInstr(&body, &n) || body.err != nil {
+			// A body this reader cannot follow (wazero will say whether it
+			// is valid): assume the worst about tables, and count the rest
+			// of the body by its bytes.
 			f.codeUnknown = true
-			return
+			body.off, n = start, counted
 		}
 	}
-	if body.err != nil {
-		// A body this reader cannot follow (wazero will say whether it is
-		// valid): assume the worst about tables.
-		f.codeUnknown = true
-	}
+	n += uint64(len(body.b) - body.off)
+	f.instrs += n
+	f.maxInstrs = max(f.maxInstrs, n)
 }
 
-// skipInstr reads one instruction, recording table.grow. It reports false
-// for an opcode it does not know.
-func (f *moduleFacts) skipInstr(r *wreader) bool {
+// skipInstr reads one instruction, recording table.grow and adding it to
+// *n (and each br_table target as one more). It reports false for an opcode
+// it does not know.
+func (f *moduleFacts) skipInstr(r *wreader, n *uint64) bool {
 	op := r.byte()
+	*n++
 	switch {
 	case op == 0x02 || op == 0x03 || op == 0x04: // block, loop, if
 		r.leb(5) // blocktype: s33
 	case op == 0x0C || op == 0x0D: // br, br_if
 		r.u32()
 	case op == 0x0E: // br_table
-		n := r.u32()
-		for i := uint32(0); i <= n && r.err == nil; i++ {
+		targets := r.u32()
+		for i := uint32(0); i <= targets && r.err == nil; i++ {
 			r.u32()
 		}
+		*n += uint64(targets)
 	case op == 0x10: // call
 		r.u32()
 	case op == 0x11: // call_indirect
