@@ -197,6 +197,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return errors.New("REDIS_URL: invalid")
 	}
+	// Socket I/O bounded by each call's deadline, so the limiter calls
+	// without a guard goroutine; RESP2, as no RESP3 feature is used and
+	// RESP3 costs a read per command looking for push notifications
+	// (both whatever REDIS_URL says).
+	ropts.ContextTimeoutEnabled = true
+	ropts.Protocol = 2
 	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
 	reg := prometheus.NewRegistry()
@@ -300,9 +306,19 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	// In-flight requests finish; then NATS drains and the pool closes
+	// Out of the load balancer first (readiness 503, Connection: close)
+	// while still accepting, so that a rollout refuses no connection; then
+	// in-flight requests finish; then NATS drains and the pool closes
 	// (deferred), in the reverse order of their start.
-	log.Info("shutting down")
+	log.Info("shutting down", "shutdown_delay", cfg.ShutdownDelay)
+	if cfg.ShutdownDelay > 0 {
+		api.StartDraining()
+		select {
+		case <-time.After(cfg.ShutdownDelay):
+		case err := <-errc:
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout(cfg))
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {

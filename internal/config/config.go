@@ -92,6 +92,10 @@ type Config struct {
 	MetricsPort         int    `env:"METRICS_PORT" envDefault:"9090"`
 	// PprofAddr, when set (e.g. 127.0.0.1:6060), serves Go's profiles there.
 	PprofAddr string `env:"PPROF_ADDR"`
+	// ShutdownDelay is how long the api keeps accepting, not ready, after
+	// SIGTERM before it closes its listener: the time a load balancer needs
+	// to stop sending it connections.
+	ShutdownDelay time.Duration `env:"SHUTDOWN_DELAY" envDefault:"0s"`
 
 	RateLimitFree  int `env:"RATE_LIMIT_FREE" envDefault:"10"`
 	RateLimitBasic int `env:"RATE_LIMIT_BASIC" envDefault:"100"`
@@ -279,6 +283,9 @@ func (c *Config) validate() []string {
 	positiveDur("JWT_TTL", c.JWTTTL)
 	positiveDur("ADHOC_MODULE_TTL", c.AdhocModuleTTL)
 	positiveDur("USAGE_RETENTION", c.UsageRetention)
+	if c.ShutdownDelay < 0 || c.ShutdownDelay > 5*time.Minute {
+		add("SHUTDOWN_DELAY: want from 0s to 5m, got %s", c.ShutdownDelay)
+	}
 
 	// Linear memory is counted in 64 KiB pages with at most 65536 of them.
 	const page, maxMemory = 65536, 65536 * 65536
@@ -388,6 +395,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int64("module_cache_bytes", c.ModuleCacheBytes),
 		slog.String("compilation_cache_dir", c.CompilationCacheDir),
 		slog.Int("metrics_port", c.MetricsPort),
+		slog.Duration("shutdown_delay", c.ShutdownDelay),
 	)
 }
 

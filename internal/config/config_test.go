@@ -67,6 +67,8 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"memory too small", map[string]string{"MEMORY_LIMIT": "1000"}, []string{"MEMORY_LIMIT"}},
 		{"tier time", map[string]string{"MAX_TIME_PRO": "-1s"}, []string{"MAX_TIME_PRO"}},
 		{"tier rate", map[string]string{"RATE_LIMIT_FREE": "0"}, []string{"RATE_LIMIT_FREE"}},
+		{"negative shutdown delay", map[string]string{"SHUTDOWN_DELAY": "-1s"}, []string{"SHUTDOWN_DELAY"}},
+		{"shutdown delay too long", map[string]string{"SHUTDOWN_DELAY": "1h"}, []string{"SHUTDOWN_DELAY"}},
 		{"all at once", map[string]string{"SERVER_PORT": "x", "MEMORY_LIMIT": "1", "REDIS_URL": "http://h:1"}, []string{"SERVER_PORT", "MEMORY_LIMIT", "REDIS_URL"}},
 	}
 	for _, tt := range tests {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -81,16 +82,21 @@ type execution struct {
 
 func (s *Server) execute(c echo.Context) error {
 	p := principalOf(c)
-	ex, err := s.readExecution(c, p)
+	// The rate and the quota: see executeLimits.
+	limits, err := s.executeLimits(c, p)
 	if err != nil {
 		return err
 	}
+	ex, err := s.readExecution(c, p)
+	if err != nil {
+		return limits.invalid(err)
+	}
 	if !slices.Contains(ex.module.Exports, "_start") {
-		return newError(http.StatusBadRequest, "invalid_module",
-			"module %s exports no _start function; only WASI command modules can be executed", ex.module.ID)
+		return limits.invalid(newError(http.StatusBadRequest, "invalid_module",
+			"module %s exports no _start function; only WASI command modules can be executed", ex.module.ID))
 	}
 
-	if err := s.allowExecution(c, p); err != nil {
+	if err := limits.allow(); err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
@@ -120,8 +126,14 @@ func (s *Server) execute(c echo.Context) error {
 	case err == nil:
 	case errors.Is(err, protocol.ErrTooLarge):
 		return invalidRequest("args and env are too large")
-	case errors.Is(err, protocol.ErrNoWorkers), errors.Is(err, protocol.ErrTimeout), ctx.Err() != nil:
+	case ctx.Err() != nil:
+		// The client left; whatever else happened, it is a 499 in the log.
+		return fmt.Errorf("%w: %w", ctx.Err(), err)
+	case errors.Is(err, protocol.ErrNoWorkers), errors.Is(err, protocol.ErrTimeout):
 		return err
+	case errors.Is(err, protocol.ErrWorkerLost):
+		return &Error{Status: http.StatusBadGateway, Code: "worker_error",
+			Message: "the worker running the execution stopped answering (it may have crashed); the execution did not finish", Err: err}
 	default:
 		// A garbled reply, a lost payload, NATS gone mid-request: the
 		// platform failed between api and worker.

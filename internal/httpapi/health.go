@@ -43,6 +43,12 @@ func (s *Server) live(c echo.Context) error {
 // PostgreSQL and NATS. Redis is not needed (limits fall back to local).
 func (s *Server) ready(c echo.Context) error {
 	checks := s.runChecks(c.Request().Context(), false)
+	if s.draining.Load() {
+		// Out of the load balancer before the listener closes: see
+		// StartDraining.
+		checks["shutdown"] = checkJSON{Status: "error", Error: "the api is shutting down"}
+		return c.JSON(http.StatusServiceUnavailable, healthJSON{Status: "not_ready", Checks: checks})
+	}
 	for _, name := range []string{"database", "nats"} {
 		if checks[name].Status != "ok" {
 			return c.JSON(http.StatusServiceUnavailable, healthJSON{Status: "not_ready", Checks: checks})

@@ -57,6 +57,9 @@ func (s *Server) securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
 		if !s.cfg.IsDevelopment() {
 			h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
 		}
+		if s.draining.Load() {
+			h.Set("Connection", "close")
+		}
 		return next(c)
 	}
 }

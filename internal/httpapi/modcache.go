@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -15,8 +16,13 @@ import (
 // and, through OnModuleDeleted, on the other replicas; the TTL bounds what
 // a missed broadcast can cost (a deleted module runnable a little longer
 // on one replica, whose worker may still hold it compiled).
+//
+// While PostgreSQL is unreachable an entry up to moduleStaleMax old is still
+// used: a module cannot be deleted without the database, and a deletion
+// made before the outage evicted it, so executes of cached modules go on.
 const (
 	moduleCacheTTL = 30 * time.Second
+	moduleStaleMax = 10 * time.Minute
 	moduleCacheMax = 50_000
 )
 
@@ -35,25 +41,35 @@ func newModuleCache() *moduleCache {
 	return &moduleCache{entries: map[uuid.UUID]cachedModule{}, now: time.Now}
 }
 
+// moduleGetter is the store's one method the cache needs.
+type moduleGetter interface {
+	GetModule(ctx context.Context, scope store.Scope, id uuid.UUID) (store.Module, error)
+}
+
 // get returns a module the principal may see, from the cache or the store.
 // Modules are cached whoever asked, and the scope is checked on every hit,
 // so another tenant's module is store.ErrNotFound whether cached or not.
-func (mc *moduleCache) get(ctx context.Context, st *store.Store, p auth.Principal, id uuid.UUID) (store.Module, error) {
+func (mc *moduleCache) get(ctx context.Context, st moduleGetter, p auth.Principal, id uuid.UUID) (store.Module, error) {
 	mc.mu.Lock()
 	c, ok := mc.entries[id]
 	mc.mu.Unlock()
 	if !ok || mc.now().Sub(c.fetched) >= moduleCacheTTL || expired(c.m, mc.now()) {
 		m, err := st.GetModule(ctx, store.AllOwners(), id)
-		if err != nil {
+		switch {
+		case err == nil:
+			c = cachedModule{m: m, fetched: mc.now()}
+			mc.mu.Lock()
+			if len(mc.entries) >= moduleCacheMax {
+				clear(mc.entries)
+			}
+			mc.entries[id] = c
+			mc.mu.Unlock()
+		case ok && errors.Is(err, store.ErrUnavailable) && !expired(c.m, mc.now()) &&
+			mc.now().Sub(c.fetched) < moduleStaleMax:
+			// Stale but safe; see moduleStaleMax.
+		default:
 			return store.Module{}, err
 		}
-		c = cachedModule{m: m, fetched: mc.now()}
-		mc.mu.Lock()
-		if len(mc.entries) >= moduleCacheMax {
-			clear(mc.entries)
-		}
-		mc.entries[id] = c
-		mc.mu.Unlock()
 	}
 	if !p.IsAdmin() && c.m.Owner != p.Owner {
 		return store.Module{}, store.ErrNotFound

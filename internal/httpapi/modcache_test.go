@@ -3,14 +3,18 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/wasmwiz/wasmwiz/internal/auth"
 	"github.com/wasmwiz/wasmwiz/internal/protocol"
+	"github.com/wasmwiz/wasmwiz/internal/store"
 	"github.com/wasmwiz/wasmwiz/testdata"
 )
 
@@ -74,4 +78,63 @@ func mustUUID(t *testing.T, s string) uuid.UUID {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// flakyModules answers from a fixed module, or fails as an unreachable
+// database does.
+type flakyModules struct {
+	m    store.Module
+	down bool
+}
+
+func (f *flakyModules) GetModule(context.Context, store.Scope, uuid.UUID) (store.Module, error) {
+	if f.down {
+		return store.Module{}, fmt.Errorf("get module: %w", store.ErrUnavailable)
+	}
+	return f.m, nil
+}
+
+// While PostgreSQL is unreachable a cached module goes on serving past its
+// TTL, up to moduleStaleMax; an uncached one, or a stale ad-hoc module past
+// its lifetime, is the store's error.
+func TestModuleCacheStaleWhileUnavailable(t *testing.T) {
+	now := time.Now()
+	mc := newModuleCache()
+	mc.now = func() time.Time { return now }
+	owner := auth.Principal{Owner: "alice", Role: auth.RoleUser}
+	id := uuid.New()
+	st := &flakyModules{m: store.Module{ID: id, Owner: "alice", Name: "m"}}
+	if _, err := mc.get(context.Background(), st, owner, id); err != nil {
+		t.Fatal(err)
+	}
+	st.down = true
+	now = now.Add(moduleCacheTTL + time.Second)
+	if m, err := mc.get(context.Background(), st, owner, id); err != nil || m.ID != id {
+		t.Errorf("stale entry with the database down = %v, %v; want the cached module", m.ID, err)
+	}
+	if _, err := mc.get(context.Background(), st, auth.Principal{Owner: "bob", Role: auth.RoleUser}, id); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("another tenant, stale entry = %v; want ErrNotFound (scope still checked)", err)
+	}
+	if _, err := mc.get(context.Background(), st, owner, uuid.New()); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("uncached module with the database down = %v; want ErrUnavailable", err)
+	}
+	now = now.Add(moduleStaleMax)
+	if _, err := mc.get(context.Background(), st, owner, id); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("entry older than moduleStaleMax = %v; want ErrUnavailable", err)
+	}
+
+	// An ad-hoc module past its lifetime is not served stale.
+	exp := now.Add(time.Minute)
+	st.down = false
+	st.m.ExpiresAt = &exp
+	id2 := uuid.New()
+	st.m.ID = id2
+	if _, err := mc.get(context.Background(), st, owner, id2); err != nil {
+		t.Fatal(err)
+	}
+	st.down = true
+	now = now.Add(2 * time.Minute)
+	if _, err := mc.get(context.Background(), st, owner, id2); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("expired ad-hoc module with the database down = %v; want ErrUnavailable", err)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -68,7 +69,15 @@ type Server struct {
 	version         string
 	started         time.Time
 	echo            *echo.Echo
+	draining        atomic.Bool
 }
+
+// StartDraining begins a graceful shutdown while the listener still
+// accepts: readiness answers 503 so that the load balancer (a Kubernetes
+// Service) stops sending new connections, and every response carries
+// Connection: close so that keep-alive clients move to other replicas.
+// The caller waits SHUTDOWN_DELAY, then shuts the HTTP server down.
+func (s *Server) StartDraining() { s.draining.Store(true) }
 
 // New builds the server and its routes.
 func New(d Deps) *Server {

@@ -84,6 +84,7 @@ type response struct {
 	status int
 	header http.Header
 	body   []byte
+	close  bool // the server asked to close the connection (Go's client takes the header out)
 }
 
 func (r response) json(t *testing.T, v any) {
@@ -134,7 +135,7 @@ func (a *testAPI) do(t *testing.T, method, path, contentType string, body io.Rea
 	if err != nil {
 		t.Fatal(err)
 	}
-	return response{status: res.StatusCode, header: res.Header, body: b}
+	return response{status: res.StatusCode, header: res.Header, body: b, close: res.Close}
 }
 
 // multipartBody builds a form; a value of type []byte becomes a file part.
@@ -263,5 +264,24 @@ func TestHealth(t *testing.T) {
 	r.json(t, &h)
 	if r.status != 503 || h.Status != "down" || h.Checks["nats"].Status != "error" || h.Checks["database"].Status != "ok" {
 		t.Errorf("/health without NATS = %d %s; want 503 down", r.status, r.body)
+	}
+}
+
+// Draining: not ready (so the load balancer stops sending), still serving,
+// and every response asks the client to close its connection.
+func TestDraining(t *testing.T) {
+	a := newTestAPI(t, nil, nil)
+	if r := a.do(t, "GET", "/health/live", "", nil); r.close {
+		t.Errorf("Connection: close before draining")
+	}
+	a.srv.StartDraining()
+	r := a.do(t, "GET", "/health/ready", "", nil)
+	var h healthJSON
+	r.json(t, &h)
+	if r.status != 503 || h.Status != "not_ready" || h.Checks["shutdown"].Status != "error" || h.Checks["database"].Status != "ok" {
+		t.Errorf("/health/ready while draining = %d %s; want 503 not_ready with a shutdown check", r.status, r.body)
+	}
+	if r := a.do(t, "GET", "/health/live", "", nil); r.status != 200 || !r.close {
+		t.Errorf("/health/live while draining = %d, close %v; want 200 with Connection: close", r.status, r.close)
 	}
 }

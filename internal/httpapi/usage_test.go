@@ -8,7 +8,6 @@ import (
 	"maps"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,40 +15,23 @@ import (
 	"github.com/wasmwiz/wasmwiz/internal/protocol"
 	"github.com/wasmwiz/wasmwiz/internal/store"
 	"github.com/wasmwiz/wasmwiz/internal/telemetry"
+	"github.com/wasmwiz/wasmwiz/internal/testenv"
 	"github.com/wasmwiz/wasmwiz/internal/usage"
 	"github.com/wasmwiz/wasmwiz/testdata"
 )
-
-// lockedBuffer is a log sink the recorders' goroutines may write to.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // recorders are a test server's usage recorder and auditor.
 type recorders struct {
 	usage   *usage.Recorder[store.Execution]
 	auditor *usage.Auditor
-	logs    *lockedBuffer // the auditor's log lines
+	logs    *testenv.SyncBuffer // the auditor's log lines
 }
 
 // withRecorders gives a test server a usage recorder and an auditor on its
 // database, closed when the test ends. Tests call flush before reading.
 func (a *testAPI) withRecorders(t *testing.T) *recorders {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &testenv.SyncBuffer{}
 	log := telemetry.NewLogger(logs, slog.LevelInfo, "api")
 	rec, err := usage.NewExecutionRecorder(a.store, log, nil, usage.Options{})
 	if err != nil {

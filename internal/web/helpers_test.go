@@ -33,7 +33,7 @@ type site struct {
 	store *store.Store
 	keys  *auth.Service
 	exec  *fakeExecutor
-	logs  *syncBuffer
+	logs  *testenv.SyncBuffer
 }
 
 var stagingEnv = map[string]string{
@@ -68,23 +68,6 @@ func (f *fakeExecutor) last() protocol.Request {
 	return f.reqs[len(f.reqs)-1]
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func newSite(t *testing.T, env map[string]string) *site {
 	t.Helper()
 	st, _ := testenv.Store(t)
@@ -100,7 +83,7 @@ func newSite(t *testing.T, env map[string]string) *site {
 	keys := auth.NewService(st, auth.Options{Salt: []byte(cfg.APISalt), JWTSecret: []byte(cfg.JWTSecret),
 		JWTTTL: cfg.JWTTTL, Development: cfg.IsDevelopment()})
 	exec := &fakeExecutor{}
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	api := httpapi.New(httpapi.Deps{
 		Config: cfg, Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Store: st, Validator: v, Executor: exec, Keys: keys, Version: "test",
