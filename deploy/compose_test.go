@@ -14,6 +14,8 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/wasmwiz/wasmwiz/internal/runner"
 )
 
 // The subset of the Compose specification these files may use. Decoding is
@@ -228,7 +230,7 @@ func TestDockerCompose(t *testing.T) {
 				name, s.ReadOnly, s.User, s.CapDrop, s.SecurityOpt)
 		}
 		for k := range s.Environment {
-			if !configNames()[k] {
+			if !configNames()[k] && !runtimeNames[k] {
 				t.Errorf("%s: environment %s is not a variable the programs read", name, k)
 			}
 		}
@@ -323,8 +325,20 @@ func TestDockerCompose(t *testing.T) {
 		t.Fatalf("worker memory limit: %v", err)
 	}
 	if limit < floor {
-		t.Errorf("worker memory limit %s < MEMORY_LIMIT x WORKER_CONCURRENCY + MODULE_CACHE_BYTES + %d MiB = %d MiB",
-			worker.Deploy.Resources.Limits.Memory, runtimeOverhead>>20, floor>>20)
+		t.Errorf("worker memory limit %s < WORKER_CONCURRENCY x (MEMORY_LIMIT + %d MiB) + MODULE_CACHE_BYTES + %d MiB = %d MiB",
+			worker.Deploy.Resources.Limits.Memory, executionOverhead>>20, runtimeOverhead>>20, floor>>20)
+	}
+	checkGoMemLimit(t, "compose worker", worker.Environment, limit)
+	if api.Deploy == nil || api.Deploy.Resources == nil || api.Deploy.Resources.Limits == nil || api.Deploy.Resources.Limits.Memory == "" {
+		t.Errorf("api has no memory limit; want at least %d MiB, with GOMEMLIMIT", apiMemoryFloor>>20)
+	} else if limit, err := parseSize(api.Deploy.Resources.Limits.Memory); err != nil {
+		t.Errorf("api memory limit: %v", err)
+	} else {
+		if limit < apiMemoryFloor {
+			t.Errorf("api memory limit %s < the validation budget (%d MiB) + 256 MiB = %d MiB",
+				api.Deploy.Resources.Limits.Memory, runner.DefaultValidationBudget>>20, apiMemoryFloor>>20)
+		}
+		checkGoMemLimit(t, "compose api", api.Environment, limit)
 	}
 
 	backup := svc["backup"]

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/wasmwiz/wasmwiz/internal/config"
+	"github.com/wasmwiz/wasmwiz/internal/runner"
 )
 
 // repoRoot is where go.mod lives; go test runs in deploy/.
@@ -26,7 +27,7 @@ func configNames() map[string]bool {
 		"NATS_SUBJECT_PREFIX", "MAX_WASM_SIZE", "MAX_INPUT_SIZE", "MAX_OUTPUT_SIZE",
 		"EXECUTION_TIMEOUT", "MEMORY_LIMIT", "WORKER_CONCURRENCY", "MODULE_CACHE_BYTES",
 		"COMPILATION_CACHE_DIR", "METRICS_PORT", "WORKER_ID", "USAGE_RETENTION",
-		"ADHOC_MODULE_TTL", "PPROF_ADDR",
+		"ADHOC_MODULE_TTL", "PPROF_ADDR", "SHUTDOWN_DELAY",
 	} {
 		names[n] = true
 	}
@@ -38,19 +39,42 @@ func configNames() map[string]bool {
 	return names
 }
 
+// runtimeNames are the environment variables that the Go runtime itself
+// reads, which a deployment may set beside configNames.
+var runtimeNames = map[string]bool{"GOMEMLIMIT": true}
+
 // Defaults of the programs that the deployment math depends on.
 const (
 	defaultMemoryLimit = 128 << 20 // MEMORY_LIMIT
 	defaultServerPort  = 8080      // SERVER_PORT
 	defaultMetricsPort = 9090      // METRICS_PORT
-	// runtimeOverhead is the worker memory beyond the guests' memories and the
+	// runtimeOverhead is the worker memory beyond the executions and the
 	// module cache: Go runtime, I/O buffers, in-flight module bytes. The chart's
 	// worker.runtimeOverhead default and the plain manifests use the same figure.
 	runtimeOverhead = 128 << 20
+	// executionOverhead is what one execution holds beyond its linear memory.
+	// Mostly the guest's call stack, which wazero keeps on the Go heap and
+	// doubles as it deepens, up to an 80 MiB stack copied out of a 40 MiB one
+	// before it traps: a deep recursion held 140 MiB of heap (runner
+	// TestGuestStackMemory). The chart's worker.executionOverhead default and
+	// the plain manifests use the same figure.
+	executionOverhead = 160 << 20
+	// apiMemoryFloor is what one api replica needs: the validation budget,
+	// which all concurrent upload validations share (runner
+	// DefaultValidationBudget), and 256 MiB for the Go runtime and the bodies
+	// of requests in flight (MAX_WASM_SIZE each for uploads).
+	apiMemoryFloor = runner.DefaultValidationBudget + 256<<20
+	// goMemLimitMin and goMemLimitMax bound GOMEMLIMIT as a share of the
+	// container's memory limit: high enough that the collector does not run
+	// all the time, low enough that it runs before the kernel's OOM killer
+	// would (stacks, wazero's compiled code and the runtime's own memory are
+	// outside the Go heap).
+	goMemLimitMin, goMemLimitMax = 0.80, 0.95
 )
 
 // workerMemoryFloor is what one worker replica needs:
-// MEMORY_LIMIT x WORKER_CONCURRENCY + MODULE_CACHE_BYTES + runtime overhead.
+// WORKER_CONCURRENCY x (MEMORY_LIMIT + execution overhead) +
+// MODULE_CACHE_BYTES + runtime overhead.
 func workerMemoryFloor(env map[string]string) (int64, error) {
 	mem := int64(defaultMemoryLimit)
 	if v, ok := env["MEMORY_LIMIT"]; ok {
@@ -77,7 +101,40 @@ func workerMemoryFloor(env map[string]string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("MODULE_CACHE_BYTES: %w", err)
 	}
-	return mem*conc + cache + runtimeOverhead, nil
+	return conc*(mem+executionOverhead) + cache + runtimeOverhead, nil
+}
+
+// goMemLimitRE is GOMEMLIMIT's syntax (runtime/debug.SetMemoryLimit): bytes,
+// with an optional B, KiB, MiB, GiB or TiB.
+var goMemLimitRE = regexp.MustCompile(`^([0-9]+)(B|KiB|MiB|GiB|TiB)?$`)
+
+// checkGoMemLimit wants GOMEMLIMIT in env, in the Go runtime's syntax,
+// between goMemLimitMin and goMemLimitMax of the container's memory limit.
+// Without it the Go runtime lets the heap grow to twice what is live before
+// it collects, and keeps what a guest's stack or a validation freed: a
+// worker could be OOM-killed with every execution on it.
+func checkGoMemLimit(t *testing.T, where string, env map[string]string, limit int64) {
+	t.Helper()
+	v, ok := env["GOMEMLIMIT"]
+	if !ok {
+		t.Errorf("%s: GOMEMLIMIT is not set; want %.0f%% to %.0f%% of the %d MiB memory limit", where, goMemLimitMin*100, goMemLimitMax*100, limit>>20)
+		return
+	}
+	m := goMemLimitRE.FindStringSubmatch(v)
+	if m == nil {
+		t.Errorf("%s: GOMEMLIMIT=%q is not in the Go runtime's syntax (an integer with B, KiB, MiB, GiB or TiB)", where, v)
+		return
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		t.Errorf("%s: GOMEMLIMIT=%q: %v", where, v, err)
+		return
+	}
+	n <<= map[string]int{"": 0, "B": 0, "KiB": 10, "MiB": 20, "GiB": 30, "TiB": 40}[m[2]]
+	if share := float64(n) / float64(limit); share < goMemLimitMin || share > goMemLimitMax {
+		t.Errorf("%s: GOMEMLIMIT=%s is %.0f%% of the %d MiB memory limit; want %.0f%% to %.0f%%",
+			where, v, share*100, limit>>20, goMemLimitMin*100, goMemLimitMax*100)
+	}
 }
 
 var sizeRE = regexp.MustCompile(`^([0-9]+)\s*([A-Za-z]*)$`)

@@ -149,12 +149,19 @@ func TestHelmChart(t *testing.T) {
 		if annotations(s.all("Secret")[0])["helm.sh/resource-policy"] != "keep" {
 			t.Errorf("the Secret holding API_SALT must survive uninstall (helm.sh/resource-policy: keep)")
 		}
-		// Computed from the defaults: 128 MiB x 2 + 128 MiB + 128 MiB.
+		// Computed from the defaults: 2 x (128 MiB + 160 MiB) + 128 MiB + 128 MiB.
 		c := container(t, s.deployment(t, "worker"), "worker")
 		for name, q := range map[string]corev1.ResourceList{"limits": c.Resources.Limits, "requests": c.Resources.Requests} {
-			if got := q[corev1.ResourceMemory]; got.String() != "512Mi" {
-				t.Errorf("computed worker memory %s = %s; want 512Mi", name, got.String())
+			if got := q[corev1.ResourceMemory]; got.String() != "832Mi" {
+				t.Errorf("computed worker memory %s = %s; want 832Mi", name, got.String())
 			}
+		}
+		// goMemLimitPercent 90, in whole MiB.
+		if env := s.env(t, "worker", c); env["GOMEMLIMIT"] != "748MiB" {
+			t.Errorf("worker GOMEMLIMIT = %q; want 748MiB, 90%% of 832Mi", env["GOMEMLIMIT"])
+		}
+		if env := s.env(t, "api", container(t, s.deployment(t, "api"), "api")); env["GOMEMLIMIT"] != "691MiB" {
+			t.Errorf("api GOMEMLIMIT = %q; want 691MiB, 90%% of 768Mi", env["GOMEMLIMIT"])
 		}
 		if r := s.deployment(t, "worker").Spec.Replicas; r == nil || *r < 2 {
 			t.Errorf("worker replicas = %v; want at least 2", r)
@@ -185,12 +192,15 @@ func TestHelmChart(t *testing.T) {
 			t.Errorf("ConfigMap MODULE_CACHE_BYTES=%q WORKER_CONCURRENCY=%q; want 268435456 and 4 (numbers must not print as floats)",
 				env["MODULE_CACHE_BYTES"], env["WORKER_CONCURRENCY"])
 		}
-		// Left out of the values, the memory is computed: 256 MiB x 4 + 256 MiB + 128 MiB.
-		wantMem := int64(256*4+256+128) << 20
+		// Left out of the values, the memory is computed: 4 x (256 MiB + 160 MiB) + 256 MiB + 128 MiB.
+		wantMem := int64(4*(256+160)+256+128) << 20
 		for name, q := range map[string]corev1.ResourceList{"limits": c.Resources.Limits, "requests": c.Resources.Requests} {
 			if got := q[corev1.ResourceMemory]; got.Value() != wantMem {
 				t.Errorf("computed worker memory %s = %s; want %d MiB", name, got.String(), wantMem>>20)
 			}
+		}
+		if env["GOMEMLIMIT"] != "1740MiB" {
+			t.Errorf("worker GOMEMLIMIT = %q; want 1740MiB, goMemLimitPercent 85 of 2048 MiB", env["GOMEMLIMIT"])
 		}
 		if c.Image != "ghcr.io/wasmwiz/wasmwiz-worker@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" {
 			t.Errorf("worker image %s; want the digest", c.Image)
@@ -212,8 +222,12 @@ func TestHelmChart(t *testing.T) {
 			args []string
 			want string
 		}{
-			{"worker memory below the floor", []string{"--set", "worker.resources.limits.memory=256Mi"}, "below the 512 MiB the workers need"},
-			{"floor follows concurrency", []string{"--set", "worker.resources.limits.memory=768Mi", "--set", "config.WORKER_CONCURRENCY=8"}, "below the 1280 MiB the workers need"},
+			{"worker memory below the floor", []string{"--set", "worker.resources.limits.memory=768Mi"}, "below the 832 MiB the workers need"},
+			{"floor follows concurrency", []string{"--set", "worker.resources.limits.memory=1Gi", "--set", "config.WORKER_CONCURRENCY=8"}, "below the 2560 MiB the workers need"},
+			{"floor follows the execution overhead", []string{"--set", "worker.resources.limits.memory=832Mi", "--set", "worker.executionOverhead=200Mi"}, "below the 912 MiB the workers need"},
+			{"api memory below the floor", []string{"--set", "api.resources.limits.memory=512Mi"}, "below the 640 MiB the api needs"},
+			{"api without a memory limit", []string{"--set", "api.resources.limits=null"}, "api.resources.limits.memory is required"},
+			{"GOMEMLIMIT at the whole limit", []string{"--set", "goMemLimitPercent=100"}, "goMemLimitPercent"},
 			{"misspelt config name", []string{"--set", "config.MEMORY_LIMT=1"}, "MEMORY_LIMT"},
 			{"chart-owned config name", []string{"--set", "config.SERVER_PORT=9000"}, "SERVER_PORT"},
 			{"misspelt top-level key", []string{"--set", "workers.replicas=3"}, "workers"},
@@ -245,6 +259,35 @@ func TestHelmChart(t *testing.T) {
 		for name, q := range map[string]corev1.ResourceList{"limits": c.Resources.Limits, "requests": c.Resources.Requests} {
 			if got := q[corev1.ResourceMemory]; got.String() != "2Gi" {
 				t.Errorf("worker memory %s = %s; want the 2Gi given", name, got.String())
+			}
+		}
+		if env := s.env(t, "worker", c); env["GOMEMLIMIT"] != "1843MiB" {
+			t.Errorf("worker GOMEMLIMIT = %q; want 1843MiB, 90%% of the 2Gi given", env["GOMEMLIMIT"])
+		}
+	})
+
+	// The chart's api floor is the programs': the validation budget of
+	// internal/runner and 256 MiB.
+	t.Run("api floor", func(t *testing.T) {
+		at := fmt.Sprintf("api.resources.limits.memory=%dMi", apiMemoryFloor>>20)
+		if _, err := h.template("--set", at); err != nil {
+			t.Errorf("helm template with the api at its floor: %v", err)
+		}
+		below := fmt.Sprintf("api.resources.limits.memory=%dMi", apiMemoryFloor>>20-1)
+		if _, err := h.template("--set", below); err == nil {
+			t.Errorf("helm template with the api 1 MiB below its floor (%d MiB) rendered; want an error", apiMemoryFloor>>20)
+		}
+	})
+
+	t.Run("no GOMEMLIMIT", func(t *testing.T) {
+		out, err := h.template("--set", "goMemLimitPercent=0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := set{objs: decodeManifests(t, "helm template (goMemLimitPercent 0)", []byte(out))}
+		for _, name := range []string{"api", "worker"} {
+			if _, ok := s.env(t, name, container(t, s.deployment(t, name), name))["GOMEMLIMIT"]; ok {
+				t.Errorf("%s sets GOMEMLIMIT with goMemLimitPercent 0; want it unset", name)
 			}
 		}
 	})

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -23,6 +24,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/wasmwiz/wasmwiz/internal/runner"
 )
 
 // object is one decoded manifest.
@@ -249,7 +252,7 @@ func (s set) env(t *testing.T, where string, c corev1.Container) map[string]stri
 		}
 	}
 	for _, e := range c.Env {
-		if !configNames()[e.Name] {
+		if !configNames()[e.Name] && !runtimeNames[e.Name] {
 			t.Errorf("%s: container %s sets %s, which no program reads", where, c.Name, e.Name)
 		}
 		switch {
@@ -371,6 +374,39 @@ func checkAPI(t *testing.T, s set, d *appsv1.Deployment) {
 	if env["ENVIRONMENT"] == "development" {
 		t.Errorf("%s: ENVIRONMENT=development in a deployment", where)
 	}
+	limit, ok := c.Resources.Limits[corev1.ResourceMemory]
+	if !ok {
+		t.Errorf("%s: no memory limit; want at least %d MiB", where, apiMemoryFloor>>20)
+		return
+	}
+	if limit.Value() < apiMemoryFloor {
+		t.Errorf("%s: memory limit %s < the validation budget (%d MiB) + 256 MiB = %d MiB",
+			where, limit.String(), runner.DefaultValidationBudget>>20, apiMemoryFloor>>20)
+	}
+	checkGoMemLimit(t, where, env, limit.Value())
+	checkShutdown(t, where, env, d.Spec.Template.Spec.TerminationGracePeriodSeconds)
+}
+
+// checkShutdown: the api must leave the Service before closing its
+// listener (SHUTDOWN_DELAY, a few seconds) and then be given the time its
+// longest execution needs (cmd/api shutdownTimeout: the longest tier time
+// plus the 5 s grace plus 5 s) before Kubernetes kills it.
+func checkShutdown(t *testing.T, where string, env map[string]string, grace *int64) {
+	t.Helper()
+	delay, err := time.ParseDuration(env["SHUTDOWN_DELAY"])
+	if err != nil || delay < 3*time.Second {
+		t.Errorf("%s: SHUTDOWN_DELAY=%q; want at least 3s so that endpoints are removed before the listener closes", where, env["SHUTDOWN_DELAY"])
+	}
+	longest := 30 * time.Second // MAX_TIME_PRO's default
+	for _, name := range []string{"MAX_TIME_FREE", "MAX_TIME_BASIC", "MAX_TIME_PRO", "EXECUTION_TIMEOUT"} {
+		if d, err := time.ParseDuration(env[name]); err == nil && d > longest {
+			longest = d
+		}
+	}
+	need := delay + longest + 10*time.Second
+	if grace == nil || time.Duration(*grace)*time.Second < need {
+		t.Errorf("%s: terminationGracePeriodSeconds %d < SHUTDOWN_DELAY + the longest execution + 10 s = %v", where, derefInt(grace), need)
+	}
 }
 
 func checkWorker(t *testing.T, s set, d *appsv1.Deployment) {
@@ -420,9 +456,10 @@ func checkWorker(t *testing.T, s set, d *appsv1.Deployment) {
 		return
 	}
 	if limit.Value() < floor {
-		t.Errorf("%s: memory limit %s < MEMORY_LIMIT x WORKER_CONCURRENCY + MODULE_CACHE_BYTES + %d MiB = %d MiB",
-			where, limit.String(), runtimeOverhead>>20, floor>>20)
+		t.Errorf("%s: memory limit %s < WORKER_CONCURRENCY x (MEMORY_LIMIT + %d MiB) + MODULE_CACHE_BYTES + %d MiB = %d MiB",
+			where, limit.String(), executionOverhead>>20, runtimeOverhead>>20, floor>>20)
 	}
+	checkGoMemLimit(t, where, env, limit.Value())
 	if req, ok := c.Resources.Requests[corev1.ResourceMemory]; ok && req.Cmp(limit) != 0 {
 		t.Logf("%s: memory request %s differs from limit %s; the pod can be OOM-killed under node pressure", where, req.String(), limit.String())
 	}
@@ -797,4 +834,11 @@ func TestPlainManifests(t *testing.T) {
 			t.Errorf("k8s/examples/secret.yaml %s=%q looks like a real value; keep placeholders", k, v)
 		}
 	}
+}
+
+func derefInt(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
 }

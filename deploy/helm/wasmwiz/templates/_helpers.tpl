@@ -75,35 +75,84 @@ programs' own suffixes (128MiB). Integers only.
 {{- end -}}
 
 {{/*
-The worker's memory floor: every concurrent execution at MEMORY_LIMIT, the
-compiled-module cache, and the Go runtime. Below it the kernel OOM-kills the
-worker and every execution on it, instead of one guest failing its limit.
+The worker's memory floor: every concurrent execution at MEMORY_LIMIT plus
+what an execution holds beyond it (its call stack), the compiled-module
+cache, and the Go runtime. Below it the kernel OOM-kills the worker and every
+execution on it, instead of one guest failing its limit.
 */}}
 {{- define "wasmwiz.workerMemoryFloor" -}}
 {{- $mem := include "wasmwiz.bytes" (required "config.MEMORY_LIMIT is required: it sizes the worker pods" .Values.config.MEMORY_LIMIT) | atoi -}}
 {{- $conc := include "wasmwiz.str" (required "config.WORKER_CONCURRENCY is required: it sizes the worker pods" .Values.config.WORKER_CONCURRENCY) | atoi -}}
 {{- $cache := include "wasmwiz.bytes" (required "config.MODULE_CACHE_BYTES is required: it sizes the worker pods" .Values.config.MODULE_CACHE_BYTES) | atoi -}}
 {{- $overhead := include "wasmwiz.bytes" .Values.worker.runtimeOverhead | atoi -}}
-{{- add (mul $mem $conc) $cache $overhead -}}
+{{- $perExecution := include "wasmwiz.bytes" .Values.worker.executionOverhead | atoi -}}
+{{- add (mul (add $mem $perExecution) $conc) $cache $overhead -}}
 {{- end -}}
 
 {{/*
-worker.resources with the memory limit checked against the floor, or filled
-in (rounded up to MiB) when left out.
+The api's memory floor: the validation budget (384 MiB: what the validations
+of concurrent uploads may hold together; runner.DefaultValidationBudget) and
+256 MiB for the Go runtime and the bodies of requests in flight.
 */}}
-{{- define "wasmwiz.workerResources" -}}
-{{- $floor := include "wasmwiz.workerMemoryFloor" . | atoi -}}
-{{- $res := deepCopy (default dict .Values.worker.resources) -}}
+{{- define "wasmwiz.apiMemoryFloor" -}}
+{{- mul 640 1048576 -}}
+{{- end -}}
+
+{{/* api.resources, with the memory limit checked against the api's floor. */}}
+{{- define "wasmwiz.apiResources" -}}
+{{- $res := default dict .Values.api.resources -}}
 {{- $limits := default dict $res.limits -}}
-{{- $requests := default dict $res.requests -}}
+{{- $floor := include "wasmwiz.apiMemoryFloor" . | atoi -}}
+{{- if not $limits.memory -}}
+{{- fail (printf "api.resources.limits.memory is required: validating uploads may hold up to 384 MiB; give the api at least %d MiB" (div $floor 1048576)) -}}
+{{- end -}}
+{{- $have := include "wasmwiz.bytes" $limits.memory | atoi -}}
+{{- if lt $have $floor -}}
+{{- fail (printf "api.resources.limits.memory %s is %d MiB, below the %d MiB the api needs: validating uploads may hold up to 384 MiB, plus 256 MiB for the Go runtime and request bodies" (include "wasmwiz.str" $limits.memory) (div $have 1048576) (div $floor 1048576)) -}}
+{{- end -}}
+{{- toYaml $res -}}
+{{- end -}}
+
+{{/*
+A GOMEMLIMIT env entry at goMemLimitPercent of a memory limit, in MiB; none
+when the percentage is 0. Call with (dict "ctx" $ "limit" "768Mi").
+*/}}
+{{- define "wasmwiz.goMemLimitEnv" -}}
+{{- $pct := int .ctx.Values.goMemLimitPercent -}}
+{{- if and $pct .limit -}}
+{{- $bytes := include "wasmwiz.bytes" .limit | atoi -}}
+- name: GOMEMLIMIT
+  value: {{ printf "%dMiB" (div (mul $bytes $pct) (mul 100 1048576)) | quote }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The worker's memory limit: the one given, checked against the floor, or
+the floor rounded up to MiB when left out.
+*/}}
+{{- define "wasmwiz.workerMemoryLimit" -}}
+{{- $floor := include "wasmwiz.workerMemoryFloor" . | atoi -}}
+{{- $limits := default dict (default dict .Values.worker.resources).limits -}}
 {{- if $limits.memory -}}
 {{- $have := include "wasmwiz.bytes" $limits.memory | atoi -}}
 {{- if lt $have $floor -}}
-{{- fail (printf "worker.resources.limits.memory %s is %d MiB, below the %d MiB the workers need: MEMORY_LIMIT %s x WORKER_CONCURRENCY %s + MODULE_CACHE_BYTES %s + worker.runtimeOverhead %s. Raise the limit, lower WORKER_CONCURRENCY or MEMORY_LIMIT, or leave limits.memory out and the chart computes it." (include "wasmwiz.str" $limits.memory) (div $have 1048576) (div (add $floor 1048575) 1048576) (include "wasmwiz.str" .Values.config.MEMORY_LIMIT) (include "wasmwiz.str" .Values.config.WORKER_CONCURRENCY) (include "wasmwiz.str" .Values.config.MODULE_CACHE_BYTES) (include "wasmwiz.str" .Values.worker.runtimeOverhead)) -}}
+{{- fail (printf "worker.resources.limits.memory %s is %d MiB, below the %d MiB the workers need: WORKER_CONCURRENCY %s x (MEMORY_LIMIT %s + worker.executionOverhead %s) + MODULE_CACHE_BYTES %s + worker.runtimeOverhead %s. Raise the limit, lower WORKER_CONCURRENCY or MEMORY_LIMIT, or leave limits.memory out and the chart computes it." (include "wasmwiz.str" $limits.memory) (div $have 1048576) (div (add $floor 1048575) 1048576) (include "wasmwiz.str" .Values.config.WORKER_CONCURRENCY) (include "wasmwiz.str" .Values.config.MEMORY_LIMIT) (include "wasmwiz.str" .Values.worker.executionOverhead) (include "wasmwiz.str" .Values.config.MODULE_CACHE_BYTES) (include "wasmwiz.str" .Values.worker.runtimeOverhead)) -}}
 {{- end -}}
+{{- include "wasmwiz.str" $limits.memory -}}
 {{- else -}}
-{{- $_ := set $limits "memory" (printf "%dMi" (div (add $floor 1048575) 1048576)) -}}
+{{- printf "%dMi" (div (add $floor 1048575) 1048576) -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+worker.resources with the memory limit of wasmwiz.workerMemoryLimit, and the
+request equal to it unless given.
+*/}}
+{{- define "wasmwiz.workerResources" -}}
+{{- $res := deepCopy (default dict .Values.worker.resources) -}}
+{{- $limits := default dict $res.limits -}}
+{{- $requests := default dict $res.requests -}}
+{{- $_ := set $limits "memory" (include "wasmwiz.workerMemoryLimit" .) -}}
 {{- if not $requests.memory -}}
 {{- $_ := set $requests "memory" $limits.memory -}}
 {{- end -}}
