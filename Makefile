@@ -15,9 +15,10 @@ build: ## static binaries into bin/
 run: ## the platform on this machine: services, migrations, a worker and the api
 	scripts/run.sh
 
-test: fmt-check vet ## the whole suite, against the local services
+test: fmt-check vet ## the whole suite, against the local services, then a short fuzz pass
 	scripts/install_test_tools.sh
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	scripts/fuzz.sh $(FUZZ_SHORT)
 
 vet:
 	$(GO) vet $(PKGS)
@@ -36,8 +37,15 @@ bench: ## micro-benchmarks; figures go to BENCHMARKS.md
 bench-platform: ## the whole platform under load (api, workers, services; ~2 min); BENCH_ARGS="-soak 300" for the memory check
 	scripts/bench.sh $(BENCH_ARGS)
 
-fuzz: ## every fuzz target for FUZZTIME seconds each (go test already runs their seeds)
+# The fuzz pass of `make test`: inputs per target, the same on any machine.
+FUZZ_SHORT ?= 1000x
+
+fuzz: ## every fuzz target for FUZZTIME each: seconds (default 10) or Nx inputs (go test already runs their seeds)
 	scripts/fuzz.sh $(or $(FUZZTIME),10)
+
+.PHONY: soak
+soak: ## the soak run with faults on a schedule (minutes; SOAK_ARGS="-d 10m -r 50")
+	scripts/soak.sh $(SOAK_ARGS)
 
 clean:
 	rm -rf bin

@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"fmt"
 	"net/http"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,27 +93,11 @@ func TestRateLimitAcrossReplicas(t *testing.T) {
 // With Redis gone the api keeps answering, limiting locally, and /health
 // says degraded; when Redis is back the limits are shared again.
 func TestRedisOutage(t *testing.T) {
-	port := freePort(t)
-	startRedis := func() *exec.Cmd {
-		cmd := exec.Command("redis-server", "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start a redis-server of the test's own (is redis-server on PATH?): %v", err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		return cmd
-	}
-	redis := startRedis()
-	env := map[string]string{"REDIS_URL": fmt.Sprintf("redis://127.0.0.1:%d/0", port)}
+	redis := testenv.StartRedis(t)
+	env := map[string]string{"REDIS_URL": redis.URL()}
 	for k, v := range production {
 		env[k] = v
 	}
-	testenv.Eventually(t, 10*time.Second, "the test's redis-server", func() bool {
-		c, err := netDial(port)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
 	p := startPlatform(t, 0, env)
 	key := p.createKey("free", "user", "free") // 10 a minute
 
@@ -123,8 +106,7 @@ func TestRedisOutage(t *testing.T) {
 			t.Fatalf("request %d with Redis = %d", i+1, r.status)
 		}
 	}
-	redis.Process.Kill()
-	redis.Wait()
+	redis.Kill()
 
 	codes := []int{}
 	for range 8 {
@@ -142,7 +124,7 @@ func TestRedisOutage(t *testing.T) {
 		t.Errorf("outage logged %d times; want once", n)
 	}
 
-	startRedis()
+	redis.Start()
 	testenv.Eventually(t, 10*time.Second, "/health ok once Redis is back", func() bool {
 		h := p.do("GET", "/health", "", nil)
 		return strings.Contains(string(h.body), `"redis":{"status":"ok"`)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wasmwiz/wasmwiz/internal/protocol"
 	"github.com/wasmwiz/wasmwiz/internal/testenv"
 	"github.com/wasmwiz/wasmwiz/testdata"
 )
@@ -173,22 +174,32 @@ func TestExecuteEndToEnd(t *testing.T) {
 	})
 }
 
+// A worker killed mid-run costs its requests about a second, not their
+// time limit: its heartbeats stop, and the api answers 502 worker_error.
+// The other worker's requests run to their own end.
 func TestWorkerKilledMidRun(t *testing.T) {
 	p := startPlatform(t, 2, map[string]string{"WORKER_CONCURRENCY": "4"})
 	loop := p.upload("loop", testdata.Module("loop.wasm"))
 	hello := p.upload("hello", testdata.Module("hello.wasm"))
 
-	const n = 6
-	codes := make([]int, n)
+	// The dev tier's longest limit; the 502s must come well before it. No
+	// more requests than one worker's slots: the queue group may hand all
+	// of them to w2, and one queued there behind 5 s loops would rightly
+	// miss its deadline (504), which is not what this test is about.
+	const n, limit = 4, 5 * time.Second
+	type outcome struct {
+		status int
+		code   string
+		ended  time.Time
+	}
+	outcomes := make([]outcome, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
 			r := p.do("POST", "/api/wasm/execute", "application/json",
-				strings.NewReader(`{"module_id":"`+loop+`","timeout_ms":1500}`), "X-Request-ID", fmt.Sprintf("kill-%d", i))
-			codes[i] = r.status
-			if r.status != 200 && errorCode(r) != "worker_timeout" && errorCode(r) != "worker_error" {
-				t.Errorf("request %d = %d %s; want 200, 502 worker_error or 504 worker_timeout", i, r.status, short(r.body))
-			}
+				strings.NewReader(fmt.Sprintf(`{"module_id":%q,"timeout_ms":%d}`, loop, limit.Milliseconds())),
+				"X-Request-ID", fmt.Sprintf("kill-%d", i))
+			outcomes[i] = outcome{r.status, errorCode(r), time.Now()}
 		})
 	}
 	victim := p.workers[0]
@@ -197,22 +208,35 @@ func TestWorkerKilledMidRun(t *testing.T) {
 		return strings.Contains(out, `"msg":"execution started"`) && strings.Contains(out, `"request_id":"kill-`)
 	})
 	victim.stop(syscall.SIGKILL)
+	killed := time.Now()
 
 	finished := make(chan struct{})
 	go func() { wg.Wait(); close(finished) }()
 	select {
 	case <-finished:
-	case <-time.After(30 * time.Second):
-		t.Fatal("requests still hanging 30 s after a worker was killed")
+	case <-time.After(limit + 30*time.Second):
+		t.Fatal("requests still hanging 30 s past their limit after a worker was killed")
 	}
 	failed := 0
-	for _, c := range codes {
-		if c != 200 {
+	for i, o := range outcomes {
+		switch {
+		case o.status == 200:
+		case o.status == 502 && o.code == "worker_error":
 			failed++
+			// A behaviour bound, not a speed figure: the answer came from
+			// the silence of the worker, well before the time limit could.
+			after := o.ended.Sub(killed)
+			t.Logf("request %d: 502 worker_error %v after the kill", i, after.Round(time.Millisecond))
+			if after > limit-time.Second {
+				t.Errorf("request %d: 502 came %v after the kill; want it within about %v (no heartbeat), not at the limit",
+					i, after, protocol.WorkerLostAfter)
+			}
+		default:
+			t.Errorf("request %d = %d %s; want 200 (on w2) or 502 worker_error (on the killed w1)", i, o.status, o.code)
 		}
 	}
 	if failed == 0 {
-		t.Errorf("status codes %v; want the killed worker's requests to fail", codes)
+		t.Errorf("outcomes %v; want the killed worker's requests to fail", outcomes)
 	}
 
 	p.waitWorkers(1)

@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/base64"
 	"fmt"
@@ -320,30 +319,16 @@ func workerStats(t *testing.T, w *process) stats {
 		t.Fatalf("worker metrics: %v", err)
 	}
 	defer res.Body.Close()
-	var s stats
-	sc := bufio.NewScanner(res.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		name, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			continue
-		}
-		f, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			continue
-		}
-		switch name {
-		case "go_goroutines":
-			s.goroutines = int(f)
-		case "process_resident_memory_bytes":
-			s.rss = int64(f)
-		case "go_memstats_heap_inuse_bytes":
-			s.heapInuse = int64(f)
-		case "go_memstats_heap_idle_bytes":
-			s.heapIdle = int64(f)
-		case "go_memstats_heap_released_bytes":
-			s.released = int64(f)
-		}
+	m, err := metricValues(res.Body)
+	if err != nil {
+		t.Fatalf("worker metrics: %v", err)
+	}
+	s := stats{
+		goroutines: int(m["go_goroutines"]),
+		rss:        int64(m["process_resident_memory_bytes"]),
+		heapInuse:  int64(m["go_memstats_heap_inuse_bytes"]),
+		heapIdle:   int64(m["go_memstats_heap_idle_bytes"]),
+		released:   int64(m["go_memstats_heap_released_bytes"]),
 	}
 	if s.goroutines == 0 || s.rss == 0 {
 		t.Fatalf("worker metrics on port %s lack go_goroutines or process_resident_memory_bytes", port)
