@@ -86,7 +86,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/wasmwiz-bench.XXXXXX")
 mkdir -p "$work/bin" "$work/logs" "$work/results" "$work/cache"
 pg_url=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}
 db=wasmwiz_bench_$$
-api_pid="" lg_pid="" worker_pids=() db_created="" pprof_addrs=() api_pprof=""
+api_pid="" lg_pid="" worker_pids=() db_created="" pprof_addrs=() api_pprof="" metrics_ports=()
 
 stop_pids() { # SIGTERM, then SIGKILL after 15 s
   local p live
@@ -151,11 +151,21 @@ start_worker() { # id concurrency ("" for the default)
   env WORKER_ID="$1" METRICS_PORT="$port" WORKER_CONCURRENCY="$2" PPROF_ADDR="$pp" "$work/bin/worker" >>"$work/logs/$1.log" 2>&1 &
   worker_pids+=($!)
   pprof_addrs+=("$pp")
+  metrics_ports+=("$port")
 }
 
 stop_workers() {
   stop_pids "${worker_pids[@]}"
-  worker_pids=() pprof_addrs=()
+  worker_pids=() pprof_addrs=() metrics_ports=()
+}
+
+forwards() { # requests the workers passed on to the queue group, all workers together
+  local port sum=0 n
+  for port in "${metrics_ports[@]}"; do
+    n=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^wasmwiz_worker_forwards_total / {print int($2)}')
+    sum=$((sum + ${n:-0}))
+  done
+  echo "$sum"
 }
 
 wait_workers() { # until /health counts exactly N workers
@@ -276,6 +286,8 @@ measure() {
   local p t0 t1 busy0 steal0 busy1 steal1
   for p in $api_pid "${worker_pids[@]}" $nats_pid $redis_pid; do before[$p]=$(cpu_ticks "$p"); done
   read -r busy0 steal0 <<<"$(machine_ticks)"
+  local fwd0
+  fwd0=$(forwards)
   t0=$(date +%s.%N)
   local TIMEFORMAT='%U %S'
   { time "$work/bin/loadgen" -u "$api" -d "$secs" -json-out "$work/results/$name.json" "$@" >"$work/results/$name.txt" 2>&1; } 2>"$work/results/$name.time" ||
@@ -300,6 +312,8 @@ measure() {
         row("loadgen", lg), row("nats*", na / tck), row("redis*", r / tck), all / el, (all - ours) / el, steal / tck / el, (all - ours) / el }')
   sed 's/^/    /' "$work/results/$name.txt"
   echo "    cpu: ${cpu_line[$name]}"
+  [ "${2:-}" != execute ] || awk -v f="$(($(forwards) - fwd0))" -v n="$n" \
+    'BEGIN { printf "    forwards: %d (%.2f per request; a busy worker passing a request on to the queue group)\n", f, n ? f / n : 0 }'
   if [ ${#prof_pids[@]} -gt 0 ]; then
     wait "${prof_pids[@]}" || echo "bench: profiling failed (does this build read PPROF_ADDR?)" >&2
     echo "    profiles of this step: $profdir (go tool pprof -top $profdir/api $profdir/api.cpu)"
