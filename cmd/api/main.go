@@ -208,6 +208,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	limiter := ratelimit.New(rdb, log, reg, ratelimit.Config{Prefix: cfg.NATSSubjectPrefix})
+	// Gives leased units back after the HTTP server has stopped spending
+	// them and before Redis closes (defers run in reverse).
+	defer limiter.Close()
 
 	validator, err := runner.NewValidator(ctx)
 	if err != nil {

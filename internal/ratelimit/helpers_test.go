@@ -1,15 +1,12 @@
 package ratelimit
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,13 +20,16 @@ import (
 
 // machineRedis returns a client of the machine's Redis, closed at the end
 // of the test, and a key prefix of the test's own; the test's keys are
-// deleted at the end.
-func machineRedis(t testing.TB) (*redis.Client, string) {
+// deleted at the end. tune, if any, adjusts the client's options.
+func machineRedis(t testing.TB, tune ...func(*redis.Options)) (*redis.Client, string) {
 	t.Helper()
 	testenv.RequireRedis(t)
 	opt, err := redis.ParseURL(testenv.RedisURL)
 	if err != nil {
 		t.Fatalf("parse TEST_REDIS_URL: %v", err)
+	}
+	for _, f := range tune {
+		f(opt)
 	}
 	rdb := redis.NewClient(opt)
 	prefix := testenv.Prefix(t)
@@ -47,35 +47,35 @@ func machineRedis(t testing.TB) (*redis.Client, string) {
 	return rdb, prefix
 }
 
-// logBuffer collects a Limiter's log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+// apiOptions sets what cmd/api sets on its client: socket I/O bounded by
+// the context (so the Limiter calls directly) and RESP2.
+func apiOptions(o *redis.Options) {
+	o.ContextTimeoutEnabled = true
+	o.Protocol = 2
 }
 
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
+// clientOptions are the two kinds of client a Limiter meets: the api's,
+// called directly, and go-redis's defaults, called through guarded.
+var clientOptions = []struct {
+	name string
+	tune func(*redis.Options)
+}{
+	{"api client", apiOptions},
+	{"default client", func(*redis.Options) {}},
 }
+
+// logBuffer collects a Limiter's log lines.
+type logBuffer struct{ testenv.SyncBuffer }
 
 // count is how many lines hold s.
 func (b *logBuffer) count(s string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	n := 0
-	for line := range strings.Lines(b.buf.String()) {
+	for line := range strings.Lines(b.String()) {
 		if strings.Contains(line, s) {
 			n++
 		}
 	}
 	return n
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func newLogger(buf *logBuffer) *slog.Logger {
@@ -105,17 +105,6 @@ type redisServer struct {
 	t    testing.TB
 	port int
 	cmd  *exec.Cmd
-}
-
-// freePort returns a TCP port nothing listens on at the moment.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // startRedisServer starts redis-server on port, waits until it answers,

@@ -17,6 +17,10 @@ type metrics struct {
 	byKind    [2][2][2]prometheus.Counter
 	redisUp   prometheus.Gauge
 	fallbacks prometheus.Counter
+	// Leases (see the package comment).
+	leaseExecutes prometheus.Counter
+	leaseReturned prometheus.Counter
+	leaseLost     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -33,11 +37,26 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "wasmwiz_ratelimit_fallback_total",
 			Help: "Redis outages begun: times the rate limiter fell back to local limits.",
 		}),
+		leaseExecutes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wasmwiz_ratelimit_lease_executes_total",
+			Help: "Execute requests answered from a lease of units prepaid in Redis, without a Redis call (also counted in decisions_total, backend redis).",
+		}),
+		leaseReturned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wasmwiz_ratelimit_lease_returned_total",
+			Help: "Leased execute units given back to Redis unspent.",
+		}),
+		leaseLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wasmwiz_ratelimit_lease_lost_total",
+			Help: "Leased execute units neither spent nor given back (Redis unreachable): counted in Redis but never admitted.",
+		}),
 	}
 	if reg != nil {
 		m.decisions = register(reg, m.decisions)
 		m.redisUp = register(reg, m.redisUp)
 		m.fallbacks = register(reg, m.fallbacks)
+		m.leaseExecutes = register(reg, m.leaseExecutes)
+		m.leaseReturned = register(reg, m.leaseReturned)
+		m.leaseLost = register(reg, m.leaseLost)
 	}
 	// Resolving every series up front also shows dashboards zeros, not gaps.
 	for i, kind := range []string{kindRequest, kindExecution} {

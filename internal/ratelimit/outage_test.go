@@ -19,7 +19,7 @@ const (
 // logs the outage once, and returns to Redis when a server answers again on
 // the same address.
 func TestRedisOutage(t *testing.T) {
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	srv := startRedisServer(t, port)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.addr()})
 	t.Cleanup(func() { rdb.Close() })
@@ -97,7 +97,7 @@ func TestRedisOutage(t *testing.T) {
 // TestRedisHung freezes Redis (SIGSTOP): connections stay open and nothing
 // answers, so only the per-call timeout gets requests decided.
 func TestRedisHung(t *testing.T) {
-	srv := startRedisServer(t, freePort(t))
+	srv := startRedisServer(t, testenv.FreePort(t))
 	// The client's defaults: its 3 s read timeout ignores the context; the
 	// Limiter's own bound must not.
 	rdb := redis.NewClient(&redis.Options{Addr: srv.addr()})
