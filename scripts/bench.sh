@@ -17,7 +17,7 @@
 # make none; usage records are batched).
 #
 #   scripts/bench.sh [-d SECONDS] [-w WORKERS] [-soak SECONDS] [-sample SECONDS]
-#                    [-profile DIR] [-keep]
+#                    [-profile DIR] [-steps REGEX] [-keep]
 #
 #   -d       seconds measured per step, each after 1 s of warm-up (default 5)
 #   -w       workers for steps 1-4 (default 2)
@@ -30,6 +30,10 @@
 #            taken during the hello c=32 step through PPROF_ADDR (a 127.0.0.1
 #            port of their own), and the binaries, into DIR:
 #            go tool pprof -top DIR/api DIR/api.cpu
+#   -steps   run only the steps whose names match REGEX (an extended regular
+#            expression: health_c32 health_c1 hello_c1 hello_c32 cpu_c1 cpu_c8
+#            goprog_c1 goprog_c8 scale), e.g. -steps hello for a quick look
+#            at the execute path; the default runs them all
 #   -keep    keep the work directory (logs, JSON results, RSS samples)
 #
 # Environment: WORKER_CONCURRENCY (workers of steps 1-4; default GOMAXPROCS),
@@ -41,7 +45,7 @@ cd "$(dirname "$0")/.."
 command_line="$0 $*"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit "${1:-2}"; }
-secs=5 nworkers=2 soak=0 sample=5 keep="" profdir=""
+secs=5 nworkers=2 soak=0 sample=5 keep="" profdir="" steps=.
 while [ $# -gt 0 ]; do
   case $1 in
     -d) secs=${2:?-d needs seconds}; shift 2 ;;
@@ -49,6 +53,7 @@ while [ $# -gt 0 ]; do
     -soak) soak=${2:?-soak needs seconds}; shift 2 ;;
     -sample) sample=${2:?-sample needs seconds}; shift 2 ;;
     -profile) profdir=${2:?-profile needs a directory}; shift 2 ;;
+    -steps) steps=${2:?-steps needs a regular expression}; shift 2 ;;
     -keep) keep=1; shift ;;
     -h | -help | --help) usage 0 ;;
     *) echo "bench: unknown argument $1" >&2; usage ;;
@@ -273,6 +278,7 @@ profile() {
 measure() {
   local name=$1
   shift
+  [[ $name =~ $steps ]] || return 0
   "$work/bin/loadgen" -u "$api" -d 1 "$@" >/dev/null 2>&1 || true
   prof_pids=()
   if [ -n "$profdir" ] && [ "$name" = hello_c32 ]; then
@@ -389,6 +395,7 @@ read -r pg_x1 pg_ins1 pg_upd1 pg_ret1 <<<"$(pg_stat)"
 ex1=$(executes)
 
 # ---------------------------------------------------------------- scale-out
+if [[ scale =~ $steps ]]; then
 echo
 echo "## scale-out: execute cpu at concurrency 4, WORKER_CONCURRENCY=1"
 stop_workers
@@ -400,6 +407,7 @@ start_worker s2 1
 wait_workers 2
 echo "### 2 workers"
 measure scale_2w "${ex_cpu[@]}" -c 4
+fi
 
 # ---------------------------------------------------------------- summary
 ncpu=$(nproc)
@@ -410,13 +418,15 @@ echo "floor: $floor_cmd"
 echo "       hello ${floor_hello:-n/a} ns/op, cpu ${floor_cpu:-n/a} ns/op, goprog ${floor_goprog:-n/a} ns/op (one goroutine)"
 echo "load avg at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-read -r health_rps _ <<<"${res[health_c32]}"
-read -r _ health1_p50 _ <<<"${res[health_c1]}"
+health_rps=1 health1_p50=1 # ratios to /health/live are meaningless when its steps were left out
+[ -z "${res[health_c32]:-}" ] || read -r health_rps _ <<<"${res[health_c32]}"
+[ -z "${res[health_c1]:-}" ] || read -r _ health1_p50 _ <<<"${res[health_c1]}"
 printf '| %-22s | %9s | %8s | %8s | %8s | %8s | %6s | %-34s | %-20s | %6s |\n' \
   step req/s "p50 ms" "p99 ms" "p99.9 ms" "max ms" errors "vs floor (runner in-process)" "vs /health/live" others
 printf '|%s|\n' "------------------------|-----------|----------|----------|----------|----------|--------|------------------------------------|----------------------|--------"
 row() { # label name floor_ns concurrency
   local rps p50 p99 p999 mx bad n vs_floor vs_health
+  [ -n "${res[$2]:-}" ] || return 0
   read -r rps p50 p99 p999 mx bad n <<<"${res[$2]}"
   if [ "$4" = 1 ]; then
     vs_floor=$([ -n "$3" ] && awk -v p="$p50" -v f="$3" 'BEGIN { printf "p50 %.1fx, +%.3f ms", p / (f / 1e6), p - f / 1e6 }' || echo n/a)
@@ -439,9 +449,9 @@ row "goprog c=8" goprog_c8 "$floor_goprog" 8
 row "cpu, 1 worker x1, c=4" scale_1w "$floor_cpu" 4
 row "cpu, 2 workers x1, c=4" scale_2w "$floor_cpu" 4
 echo
-read -r s1 _ <<<"${res[scale_1w]}"
-read -r s2 _ <<<"${res[scale_2w]}"
-awk -v a="$s1" -v b="$s2" -v f="${floor_cpu:-0}" 'BEGIN {
+read -r s1 _ <<<"${res[scale_1w]:-}"
+read -r s2 _ <<<"${res[scale_2w]:-}"
+[ -z "$s1" ] || [ -z "$s2" ] || awk -v a="$s1" -v b="$s2" -v f="${floor_cpu:-0}" 'BEGIN {
   printf "scale-out: cpu %.1f req/s with 1 worker, %.1f with 2: x%.2f", a, b, b / a
   if (f > 0) printf " (runner floor %.1f ops/s per core)", 1e9 / f
   print "" }'
