@@ -566,6 +566,13 @@ func TestFaultWorkerSIGTERMUnderLoad(t *testing.T) {
 	})
 
 	victim := p.workers[0]
+	// Signal w1 while it holds an execution: having been busy once does
+	// not mean it is now (CI once caught it idle between requests, and the
+	// drain had nothing to drain). Executions last 600 ms, the check a few.
+	testenv.Eventually(t, 20*time.Second, "w1 holding an execution", func() bool {
+		m, _ := workerMetrics(t, victim)
+		return m["wasmwiz_worker_executions_in_flight"] >= 1
+	})
 	signalled := time.Now()
 	victim.cmd.Process.Signal(syscall.SIGTERM)
 	code := waitExit(t, victim, limitMS*time.Millisecond+20*time.Second)

@@ -355,6 +355,28 @@ func netDial(port int) (net.Conn, error) {
 	return net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
 }
 
+// workerMetrics reads the unlabelled samples of the worker's metrics
+// endpoint (METRICS_PORT), and says which port that was.
+func workerMetrics(t *testing.T, w *process) (map[string]float64, string) {
+	t.Helper()
+	port := ""
+	for _, kv := range w.cmd.Env {
+		if v, ok := strings.CutPrefix(kv, "METRICS_PORT="); ok {
+			port = v
+		}
+	}
+	res, err := http.Get("http://127.0.0.1:" + port + "/metrics")
+	if err != nil {
+		t.Fatalf("%s metrics: %v", w.name, err)
+	}
+	defer res.Body.Close()
+	m, err := metricValues(res.Body)
+	if err != nil {
+		t.Fatalf("%s metrics: %v", w.name, err)
+	}
+	return m, port
+}
+
 // metricValues reads the unlabelled samples of a Prometheus text exposition
 // (go_goroutines, go_memstats_*, process_resident_memory_bytes, ...).
 func metricValues(r io.Reader) (map[string]float64, error) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -308,21 +307,7 @@ type stats struct {
 // the worker's metrics endpoint (METRICS_PORT).
 func workerStats(t *testing.T, w *process) stats {
 	t.Helper()
-	port := ""
-	for _, kv := range w.cmd.Env {
-		if v, ok := strings.CutPrefix(kv, "METRICS_PORT="); ok {
-			port = v
-		}
-	}
-	res, err := http.Get("http://127.0.0.1:" + port + "/metrics")
-	if err != nil {
-		t.Fatalf("worker metrics: %v", err)
-	}
-	defer res.Body.Close()
-	m, err := metricValues(res.Body)
-	if err != nil {
-		t.Fatalf("worker metrics: %v", err)
-	}
+	m, port := workerMetrics(t, w)
 	s := stats{
 		goroutines: int(m["go_goroutines"]),
 		rss:        int64(m["process_resident_memory_bytes"]),
