@@ -37,6 +37,7 @@
 #   -keep    keep the work directory (logs, JSON results, RSS samples)
 #
 # Environment: WORKER_CONCURRENCY (workers of steps 1-4; default GOMAXPROCS),
+# BENCH_API_GOMEMLIMIT (default 691MiB, as in deploy/k8s; "" for none),
 # BENCH_LOG_LEVEL (the programs' LOG_LEVEL, default info, logs go to files),
 # BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432).
 # The default run takes about two minutes.
@@ -237,7 +238,9 @@ export WASMWIZ_API_KEY=$key # for loadgen: never on a command line
 
 for i in $(seq 1 "$nworkers"); do start_worker "w$i" "$main_conc"; done
 pprof_addr api_pprof
-PPROF_ADDR=$api_pprof "$work/bin/api" >>"$work/logs/api.log" 2>&1 &
+# The api runs as the deployment files run it: GOMEMLIMIT at 90% of its
+# 768Mi limit.
+GOMEMLIMIT=${BENCH_API_GOMEMLIMIT-691MiB} PPROF_ADDR=$api_pprof "$work/bin/api" >>"$work/logs/api.log" 2>&1 &
 api_pid=$!
 wait_workers "$nworkers"
 
