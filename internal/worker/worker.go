@@ -121,6 +121,10 @@ type Worker struct {
 	qmu     sync.Mutex
 	running map[*nats.Msg]held // executing now: at most Concurrency
 	queue   []held             // waiting for a slot, in arrival order
+	// slots hands a message given a slot to one of Concurrency long-lived
+	// slot goroutines. Its capacity is Concurrency: every message in it is
+	// also in running, so a send never blocks.
+	slots chan held
 	// service is a moving average of how long an execution holds its slot
 	// (nanoseconds; 0 until one has finished), for the forwarding decision.
 	service atomic.Int64
@@ -179,6 +183,7 @@ func New(nc *nats.Conn, exec Executor, blobs BlobSource, logger *slog.Logger, cf
 		isNotFound: isNotFound,
 		obs:        obs,
 		running:    make(map[*nats.Msg]held, cfg.Concurrency),
+		slots:      make(chan held, cfg.Concurrency),
 		runCtx:     runCtx,
 		cancelRun:  cancel,
 		ready:      make(chan struct{}),
@@ -228,6 +233,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	go w.announce()
 	go w.heartbeats()
+	for range w.cfg.Concurrency {
+		go w.slot()
+	}
 
 	loopErr := make(chan error, 1)
 	go func() { loopErr <- w.dispatch(sub) }()
@@ -242,6 +250,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.stop()
 	}
 	w.inflight.Wait()
+	// dispatch has returned and every message is answered: no slot is
+	// handed out any more.
+	close(w.slots)
 	w.cancelRun()
 	close(w.done)
 	w.log.Info("worker drained")
@@ -422,12 +433,24 @@ func (w *Worker) admit(h held) {
 	w.qmu.Unlock()
 }
 
-// startLocked gives h a slot and runs it, and whatever queues behind it, on
-// a goroutine of its own. Called with qmu held and a slot free.
+// startLocked gives h a slot: a slot goroutine runs it, and whatever queues
+// behind it. Called with qmu held and a slot free.
 func (w *Worker) startLocked(h held) {
 	h.started = time.Now()
 	w.running[h.msg] = h
-	go w.serve(h)
+	w.slots <- h
+}
+
+// slot serves the messages handed to it until the worker is drained. The
+// goroutines live as long as the worker, rather than one per message,
+// because an execution's call depth (wazero's instantiation and the guest's
+// host calls) grows a fresh goroutine's stack several times: that copying
+// was 14% of the worker's CPU at c=32 (BENCHMARKS.md). A long-lived
+// goroutine keeps its stack between executions.
+func (w *Worker) slot() {
+	for h := range w.slots {
+		w.serve(h)
+	}
 }
 
 // serve runs h, then the queued messages in turn while there are any, in
