@@ -10,6 +10,8 @@
 #   4. execute goprog (2.6 MB Go-built module, stdin "hello") at concurrency 1 and 8,
 #   5. the runner alone, in-process, on the same modules (the floor:
 #      go test -bench 'RunHelloCached$|RunCPU|RunGoHello' ./internal/runner/),
+#      and a bare NATS request-reply between two processes (scripts/natsrr),
+#      the floor under hello c=1's trip to a worker and back,
 # and prints each execute figure as a ratio to its floor and to /health/live;
 # then the scale-out figure: cpu throughput with 1 worker and with 2 workers
 # at WORKER_CONCURRENCY=1 each. Also reported: the CPU each process used per
@@ -189,7 +191,7 @@ wait_workers() { # until /health counts exactly N workers
 
 # ---------------------------------------------------------------- build
 echo "building api, worker and loadgen…" >&2
-CGO_ENABLED=0 go build -trimpath -o "$work/bin/" ./cmd/api ./cmd/worker ./cmd/loadgen
+CGO_ENABLED=0 go build -trimpath -o "$work/bin/" ./cmd/api ./cmd/worker ./cmd/loadgen ./scripts/natsrr
 
 # ---------------------------------------------------------------- 5. the floor
 # Measured first, while the platform is not running.
@@ -346,6 +348,17 @@ measure health_c32 -t health -c 32
 measure health_c1 -t health -c 1
 echo "### 2. execute hello"
 measure hello_c1 "${ex_hello[@]}" -c 1
+# The floor under hello c=1's NATS legs: a bare request-reply between two
+# processes on this machine, with nothing of ours in it.
+if [[ hello_c1 =~ $steps ]]; then
+  "$work/bin/natsrr" -url "$NATS_URL" -subject "$NATS_SUBJECT_PREFIX.natsrr" -serve >>"$work/logs/natsrr.log" 2>&1 &
+  natsrr_pid=$!
+  sleep 0.5
+  natsrr_line=$("$work/bin/natsrr" -url "$NATS_URL" -subject "$NATS_SUBJECT_PREFIX.natsrr" -n 5000 2>&1) || natsrr_line="natsrr failed: $natsrr_line"
+  kill "$natsrr_pid" 2>/dev/null || true
+  wait "$natsrr_pid" 2>/dev/null || true
+  echo "    $natsrr_line"
+fi
 measure hello_c32 "${ex_hello[@]}" -c 32
 echo "### 3. execute cpu"
 measure cpu_c1 "${ex_cpu[@]}" -c 1
@@ -420,6 +433,7 @@ echo
 echo "floor: $floor_cmd"
 echo "       hello ${floor_hello:-n/a} ns/op, cpu ${floor_cpu:-n/a} ns/op, goprog ${floor_goprog:-n/a} ns/op (one goroutine)"
 echo "load avg at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+[ -z "${natsrr_line:-}" ] || echo "floor of hello c=1's NATS legs: $natsrr_line"
 echo
 health_rps=1 health1_p50=1 # ratios to /health/live are meaningless when its steps were left out
 [ -z "${res[health_c32]:-}" ] || read -r health_rps _ <<<"${res[health_c32]}"
