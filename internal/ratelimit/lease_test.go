@@ -454,9 +454,16 @@ func TestLeaseHammerRate(t *testing.T) {
 			for _, l := range limiters {
 				leased += value(l.metrics.leaseExecutes)
 			}
-			if leased < float64(h.admitted)/2 {
-				t.Errorf("%v of %d admitted from leases; want most", leased, h.admitted)
+			// How many come from leases depends on timing: a key is leased
+			// more than one unit only after a busy window, and on a loaded
+			// machine (CI, -race) the first window alone may spend all that
+			// is left one unit at a time (seen: 19 of 1180). The bounds
+			// above are the point; TestLeaseHotKey checks the lease sizes
+			// exactly. Here leases must merely have taken part.
+			if leased == 0 {
+				t.Errorf("none of %d admitted from leases; the hammer did not exercise them", h.admitted)
 			}
+			t.Logf("%v of %d admitted from leases", leased, h.admitted)
 			if c.replicas == 1 {
 				// Lost to leases: the units the last lease held, and what
 				// refilled before the first call or after the last.
