@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -101,18 +102,43 @@ func (d *daemon) signal(sig syscall.Signal, timeout time.Duration) bool {
 	}
 }
 
-// FreePort asks the kernel for a 127.0.0.1 port nobody listens on. Another
-// process may take it before the server binds it; the server then fails to
-// start and says so.
+// FreePort returns a port nobody listens on, for a server a test is about
+// to start. It is drawn at random from 20000-32767, below Linux's
+// ephemeral range (32768-60999), so that neither the kernel's picks for
+// other tests' ":0" listeners nor the source ports of outgoing connections
+// land on it between now and the server's bind; and it is never handed out
+// twice in one test binary, because the kernel may well give a port just
+// released to the next ":0" (CI saw a worker's metrics port handed out
+// again to the api it ran beside). Another test binary may still take it
+// first; the server then fails to start and says so.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
+	const lo, n = 20000, 12768
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 200 {
+		p := lo + rand.IntN(n)
+		if portsGiven[p] {
+			continue
+		}
+		// Every address: a server bound to one (127.0.0.1) and another to
+		// all (a worker's metrics) would conflict.
+		ln, err := net.Listen("tcp", ":"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		portsGiven[p] = true
+		return p
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatalf("find a free port: none free in 200 tries in %d-%d", lo, lo+n-1)
+	return 0
 }
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
 
 // waitTCP waits until addr accepts connections, the process exits or
 // timeout passes.

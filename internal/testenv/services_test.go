@@ -2,6 +2,8 @@ package testenv_test
 
 import (
 	"context"
+	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -93,4 +95,23 @@ func pgxQueryRow(ctx context.Context, url, sql string, dest any) error {
 	}
 	defer conn.Close(ctx)
 	return conn.QueryRow(ctx, sql).Scan(dest)
+}
+
+func TestFreePortNeverRepeats(t *testing.T) {
+	seen := map[int]bool{}
+	for range 100 {
+		p := testenv.FreePort(t)
+		if seen[p] {
+			t.Fatalf("FreePort returned %d twice", p)
+		}
+		seen[p] = true
+		if p < 20000 || p > 32767 {
+			t.Errorf("FreePort = %d; want it in 20000-32767, below the ephemeral range", p)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			t.Fatalf("listen on FreePort's %d: %v", p, err)
+		}
+		ln.Close()
+	}
 }
