@@ -41,7 +41,7 @@ func (f executorFunc) Execute(ctx context.Context, req protocol.Request) (protoc
 	return f(ctx, req)
 }
 
-func newTestAPI(t *testing.T, env map[string]string, exec Executor) *testAPI {
+func newTestAPI(t testing.TB, env map[string]string, exec Executor) *testAPI {
 	t.Helper()
 	st, _ := testenv.Store(t)
 	cfg, err := config.Load(func(k string) string { return env[k] })
