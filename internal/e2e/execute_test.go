@@ -176,16 +176,18 @@ func TestExecuteEndToEnd(t *testing.T) {
 
 // A worker killed mid-run costs its requests about a second, not their
 // time limit: its heartbeats stop, and the api answers 502 worker_error.
-// The other worker's requests run to their own end.
+// A worker started afterwards serves what follows.
 func TestWorkerKilledMidRun(t *testing.T) {
-	p := startPlatform(t, 2, map[string]string{"WORKER_CONCURRENCY": "4"})
+	// w1 alone takes the loops, so that they are certainly on the worker
+	// that dies (with two workers from the start, the queue group could
+	// hand them all to the other, as CI once saw); w2 starts after the
+	// kill and serves what follows.
+	p := startPlatform(t, 1, map[string]string{"WORKER_CONCURRENCY": "4"})
 	loop := p.upload("loop", testdata.Module("loop.wasm"))
 	hello := p.upload("hello", testdata.Module("hello.wasm"))
 
 	// The dev tier's longest limit; the 502s must come well before it. No
-	// more requests than one worker's slots: the queue group may hand all
-	// of them to w2, and one queued there behind 5 s loops would rightly
-	// miss its deadline (504), which is not what this test is about.
+	// more requests than w1's slots, so none waits in its queue.
 	const n, limit = 4, 5 * time.Second
 	type outcome struct {
 		status int
@@ -203,9 +205,8 @@ func TestWorkerKilledMidRun(t *testing.T) {
 		})
 	}
 	victim := p.workers[0]
-	testenv.Eventually(t, 10*time.Second, "w1 running an execution", func() bool {
-		out := victim.out.String()
-		return strings.Contains(out, `"msg":"execution started"`) && strings.Contains(out, `"request_id":"kill-`)
+	testenv.Eventually(t, 10*time.Second, "w1 running the executions", func() bool {
+		return strings.Count(victim.out.String(), `"msg":"execution started"`) >= n
 	})
 	victim.stop(syscall.SIGKILL)
 	killed := time.Now()
@@ -217,12 +218,9 @@ func TestWorkerKilledMidRun(t *testing.T) {
 	case <-time.After(limit + 30*time.Second):
 		t.Fatal("requests still hanging 30 s past their limit after a worker was killed")
 	}
-	failed := 0
 	for i, o := range outcomes {
 		switch {
-		case o.status == 200:
 		case o.status == 502 && o.code == "worker_error":
-			failed++
 			// A behaviour bound, not a speed figure: the answer came from
 			// the silence of the worker, well before the time limit could.
 			after := o.ended.Sub(killed)
@@ -232,13 +230,11 @@ func TestWorkerKilledMidRun(t *testing.T) {
 					i, after, protocol.WorkerLostAfter)
 			}
 		default:
-			t.Errorf("request %d = %d %s; want 200 (on w2) or 502 worker_error (on the killed w1)", i, o.status, o.code)
+			t.Errorf("request %d = %d %s; want 502 worker_error (it was on the killed w1)", i, o.status, o.code)
 		}
 	}
-	if failed == 0 {
-		t.Errorf("outcomes %v; want the killed worker's requests to fail", outcomes)
-	}
 
+	p.addWorker()
 	p.waitWorkers(1)
 	for i := range 5 {
 		r, res := p.execute(map[string]any{"module_id": hello})
