@@ -318,7 +318,11 @@ func (l *Limiter) AllowExecute(ctx context.Context, key string, perMinute, perDa
 	}
 	if l.useRedis() {
 		ttl := int64((untilNextDay(now) + quotaGrace + time.Second - 1) / time.Second)
-		keys := []string{redisRatePrefix + l.rateKey(key), l.quotaKey(key, now), l.quotaKey(key, now), ""}
+		qk := l.quotaKey(key, now)
+		// KEYS[3] and [4] matter only with a give-back (another day's
+		// counter, the give-back's marker); otherwise they repeat KEYS[2]
+		// and stay empty.
+		keys := []string{redisRatePrefix + l.rateKey(key), qk, qk, ""}
 		if p.back.tokens > 0 {
 			keys[2], keys[3] = l.quotaKey(key, dayStart(p.back.day)), l.backMarker()
 		}
