@@ -15,7 +15,8 @@ build: ## static binaries into bin/
 run: ## the platform on this machine: services, migrations, a worker and the api
 	scripts/run.sh
 
-test: fmt-check vet ## the whole suite, against the local services, then a short fuzz pass
+test: fmt-check vet ## the whole suite, against the local services (started if need be), then a short fuzz pass
+	scripts/services.sh
 	scripts/install_test_tools.sh
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	scripts/fuzz.sh $(FUZZ_SHORT)
