@@ -44,15 +44,16 @@ type Client struct {
 	calls map[string]*call
 	next  atomic.Uint64
 	// disrupted is when the watchdog last saw the connection down or
-	// reconnected (UnixNano), to tell a silent worker from a silent link.
+	// reconnected (a mono reading), to tell a silent worker from a silent
+	// link.
 	disrupted atomic.Int64
 }
 
 // call is one Execute waiting for its reply.
 type call struct {
 	res  chan callResult // buffered 1: the first outcome wins, later ones are dropped
-	sent int64           // UnixNano of the publish
-	last atomic.Int64    // UnixNano of the publish or the latest heartbeat
+	sent int64           // mono of the publish
+	last atomic.Int64    // mono of the publish or the latest heartbeat
 }
 
 type callResult struct {
@@ -137,7 +138,7 @@ func (c *Client) Execute(ctx context.Context, req Request) (Reply, error) {
 // reply, a no-responders status, the watchdog's verdict, or ctx.
 func (c *Client) roundTrip(ctx context.Context, inbox string, data []byte) (*nats.Msg, error) {
 	token := strconv.FormatUint(c.next.Add(1), 36)
-	cl := &call{res: make(chan callResult, 1), sent: time.Now().UnixNano()}
+	cl := &call{res: make(chan callResult, 1), sent: mono(time.Now())}
 	cl.last.Store(cl.sent)
 	c.mu.Lock()
 	c.calls[token] = cl
@@ -167,6 +168,8 @@ func (c *Client) replyInbox() (string, error) {
 		return c.inbox, nil
 	}
 	inbox := c.nc.NewInbox() + "."
+	// Set before the subscription exists: onReply reads it unlocked.
+	c.inbox = inbox
 	sub, err := c.nc.Subscribe(inbox+"*", c.onReply)
 	if err != nil {
 		return "", fmt.Errorf("subscribe reply inbox: %w", err)
@@ -177,7 +180,7 @@ func (c *Client) replyInbox() (string, error) {
 		_ = sub.Unsubscribe()
 		return "", fmt.Errorf("reply inbox pending limits: %w", err)
 	}
-	c.sub, c.inbox = sub, inbox
+	c.sub = sub
 	go c.watch()
 	return inbox, nil
 }
@@ -198,7 +201,7 @@ func (c *Client) onReply(m *nats.Msg) {
 	// in their headers.
 	if len(m.Data) == 0 && m.Header != nil {
 		if m.Header.Get(HeartbeatHeader) != "" {
-			cl.last.Store(time.Now().UnixNano())
+			cl.last.Store(mono(time.Now()))
 			return
 		}
 		if m.Header.Get("Status") == "503" {
@@ -240,19 +243,21 @@ func (c *Client) sweep(w *watchdog, now time.Time, disrupted bool) {
 	// may wait unread in the socket, so the silence starts again now.
 	late := now.Sub(w.prev) > 2*HeartbeatInterval
 	w.prev = now
+	// Recorded even in a late round: watch moves on past this reconnect,
+	// and a call silent after it must still hear ErrConnectionLost.
+	if disrupted {
+		c.disrupted.Store(mono(now))
+	}
 	if late {
 		c.mu.Lock()
 		for _, cl := range c.calls {
-			cl.last.Store(max(cl.last.Load(), now.UnixNano()))
+			cl.last.Store(max(cl.last.Load(), mono(now)))
 		}
 		c.mu.Unlock()
 		return
 	}
-	if disrupted {
-		c.disrupted.Store(now.UnixNano())
-	}
 	lastDisruption := c.disrupted.Load()
-	silentSince := now.Add(-WorkerLostAfter).UnixNano()
+	silentSince := mono(now.Add(-WorkerLostAfter))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, cl := range c.calls {
@@ -266,6 +271,15 @@ func (c *Client) sweep(w *watchdog, now time.Time, disrupted bool) {
 		cl.deliver(callResult{err: err})
 	}
 }
+
+// clockBase anchors mono.
+var clockBase = time.Now()
+
+// mono is t on the monotonic clock, in nanoseconds since clockBase, so that
+// the watchdog's silences are immune to steps of the wall clock (an NTP
+// correction or a resumed VM would otherwise fail every call in flight).
+// t must carry a monotonic reading: time.Now's, or one derived from it.
+func mono(t time.Time) int64 { return int64(t.Sub(clockBase)) }
 
 func mapWaitErr(err error) error {
 	switch {

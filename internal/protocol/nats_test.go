@@ -524,7 +524,7 @@ func TestWatchdogSweep(t *testing.T) {
 	c := newClient(t, connect(t), "wwztest.sweep")
 	t0 := time.Now()
 	newCall := func() *call {
-		cl := &call{res: make(chan callResult, 1), sent: t0.UnixNano()}
+		cl := &call{res: make(chan callResult, 1), sent: mono(t0)}
 		cl.last.Store(cl.sent)
 		c.mu.Lock()
 		c.calls[fmt.Sprint(len(c.calls))] = cl
