@@ -142,8 +142,8 @@ func (s *Server) execute(c echo.Context) error {
 	if reply.Failure != nil {
 		return failureError(ex.module.ID, reply.Failure)
 	}
-	// The worker logs each execution at Info with its request id; the
-	// access log has the request. This line is for debugging the api side.
+	// The access log has the request and the worker logs each execution at
+	// Debug with its request id. This line is for debugging the api side.
 	s.log.DebugContext(ctx, "executed", "execution_id", execID, "module_id", ex.module.ID, "owner", p.Owner,
 		"status", reply.Status, "exit_code", reply.ExitCode, "duration_ms", ms(reply.Duration),
 		"queue_ms", ms(reply.QueueTime), "worker", reply.Worker, "cache_hit", reply.CacheHit)

@@ -348,9 +348,10 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 // stop begins the drain once: presence stops answering (the api no longer
 // counts this worker), and the execution subscription drains — the server
 // stops sending, and what is already buffered is still dispatched. Buffered
-// messages that find no free slot are forwarded as usual, now only to the
-// rest of the fleet; with no other worker their requesters learn at once
-// that none is available (ErrNoWorkers) rather than wait for this one.
+// messages that find no free slot are queued or forwarded as usual (see
+// admit), forwarded now only to the rest of the fleet; with no other worker
+// their requesters learn at once that none is available (ErrNoWorkers)
+// rather than wait for this one.
 func (w *Worker) stop() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -458,20 +459,25 @@ func (w *Worker) slot() {
 func (w *Worker) serve(h held) {
 	for {
 		w.execute(h.msg, h.received)
-		w.inflight.Done()
 		w.observeService(time.Since(h.started))
 		w.qmu.Lock()
 		delete(w.running, h.msg)
-		if len(w.queue) == 0 {
-			w.qmu.Unlock()
+		next, ok := held{}, len(w.queue) > 0
+		if ok {
+			next = w.queue[0]
+			w.queue[0] = held{}
+			w.queue = w.queue[1:]
+			next.started = time.Now()
+			w.running[next.msg] = next
+		}
+		w.qmu.Unlock()
+		// Done after the slot is given up, so that a drained worker (Run
+		// waits on inflight) reports no execution holding a slot.
+		w.inflight.Done()
+		if !ok {
 			return
 		}
-		h = w.queue[0]
-		w.queue[0] = held{}
-		w.queue = w.queue[1:]
-		h.started = time.Now()
-		w.running[h.msg] = h
-		w.qmu.Unlock()
+		h = next
 	}
 }
 
