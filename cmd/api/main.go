@@ -210,7 +210,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	limiter := ratelimit.New(rdb, log, reg, ratelimit.Config{Prefix: cfg.NATSSubjectPrefix})
 	// Gives leased units back after the HTTP server has stopped spending
 	// them and before Redis closes (defers run in reverse).
-	defer limiter.Close()
+	defer func() {
+		if err := limiter.Close(); err != nil {
+			log.Warn("rate limit leases not given back: their units stay counted against the keys' limits", "error", err)
+		}
+	}()
 
 	validator, err := runner.NewValidator(ctx)
 	if err != nil {

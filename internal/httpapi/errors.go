@@ -56,6 +56,7 @@ var domainErrors = []struct {
 	{auth.ErrUnauthenticated, http.StatusUnauthorized, "unauthorized", "missing or invalid credentials", 0},
 	{protocol.ErrNoWorkers, http.StatusServiceUnavailable, "no_workers", "no worker is available to run the module; try again shortly", 1},
 	{protocol.ErrTimeout, http.StatusGatewayTimeout, "worker_timeout", "no worker replied within the time limit plus a grace", 0},
+	{protocol.ErrWorkerLost, http.StatusBadGateway, "worker_error", "the worker running the execution stopped answering (it may have crashed); the execution did not finish", 0},
 	{store.ErrUnavailable, http.StatusServiceUnavailable, "database_unavailable", "the database is unavailable; try again shortly", 1},
 	{store.ErrNotFound, http.StatusNotFound, "not_found", "not found", 0},
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, "service_unavailable", "the request took too long; try again shortly", 1},

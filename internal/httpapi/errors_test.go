@@ -24,6 +24,7 @@ func TestErrorTable(t *testing.T) {
 	}{
 		{fmt.Errorf("send: %w", protocol.ErrNoWorkers), 503, "no_workers", true},
 		{fmt.Errorf("wait: %w", protocol.ErrTimeout), 504, "worker_timeout", false},
+		{fmt.Errorf("wait: %w", protocol.ErrWorkerLost), 502, "worker_error", false},
 		{fmt.Errorf("ping: %w", store.ErrUnavailable), 503, "database_unavailable", true},
 		{fmt.Errorf("get: %w", store.ErrNotFound), 404, "not_found", false},
 		{context.DeadlineExceeded, 503, "service_unavailable", true},

@@ -129,11 +129,8 @@ func (s *Server) execute(c echo.Context) error {
 	case ctx.Err() != nil:
 		// The client left; whatever else happened, it is a 499 in the log.
 		return fmt.Errorf("%w: %w", ctx.Err(), err)
-	case errors.Is(err, protocol.ErrNoWorkers), errors.Is(err, protocol.ErrTimeout):
-		return err
-	case errors.Is(err, protocol.ErrWorkerLost):
-		return &Error{Status: http.StatusBadGateway, Code: "worker_error",
-			Message: "the worker running the execution stopped answering (it may have crashed); the execution did not finish", Err: err}
+	case errors.Is(err, protocol.ErrNoWorkers), errors.Is(err, protocol.ErrTimeout), errors.Is(err, protocol.ErrWorkerLost):
+		return err // domainErrors maps them
 	default:
 		// A garbled reply, a lost payload, NATS gone mid-request: the
 		// platform failed between api and worker.

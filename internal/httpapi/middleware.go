@@ -41,18 +41,19 @@ func requestIDOf(c echo.Context) string {
 	return id
 }
 
+// The security headers' values, shared by every response (read-only).
+var (
+	hdrNosniff    = []string{"nosniff"}
+	hdrDeny       = []string{"DENY"}
+	hdrNoReferrer = []string{"no-referrer"}
+	hdrCSP        = []string{"default-src 'none'; frame-ancestors 'none'"}
+	hdrJSON       = []string{"application/json; charset=utf-8"}
+	hdrHSTS       = []string{"max-age=63072000; includeSubDomains"}
+)
+
 // securityHeaders sets API.md's headers on every response, errors included.
 // The default CSP forbids everything: JSON needs nothing; HTML pages set
 // their own.
-var (
-	hdrNosniff    = []string{"nosniff"}[:1:1]
-	hdrDeny       = []string{"DENY"}[:1:1]
-	hdrNoReferrer = []string{"no-referrer"}[:1:1]
-	hdrCSP        = []string{"default-src 'none'; frame-ancestors 'none'"}[:1:1]
-	hdrJSON       = []string{"application/json; charset=utf-8"}[:1:1]
-	hdrHSTS       = []string{"max-age=63072000; includeSubDomains"}[:1:1]
-)
-
 func (s *Server) securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
 	hsts := !s.cfg.IsDevelopment()
 	return func(c echo.Context) error {
