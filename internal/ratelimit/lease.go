@@ -433,12 +433,18 @@ func (l *Limiter) sweepLeases(all bool) error {
 	now := l.now()
 
 	t.mu.Lock()
+	t.sweeps++
+	purge := all || t.sweeps%purgeEvery == 0
+	if !purge && len(t.pending) == 0 && len(t.leased) == 0 {
+		// Nothing to return or forget: an idle replica's sweep costs no
+		// allocation.
+		t.mu.Unlock()
+		return nil
+	}
 	back := t.pending
 	t.pending = nil
 	leased := t.leased
 	t.leased = make(map[*leaseEntry]string)
-	t.sweeps++
-	purge := all || t.sweeps%purgeEvery == 0
 	t.mu.Unlock()
 
 	if all {

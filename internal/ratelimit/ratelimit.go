@@ -261,7 +261,7 @@ func (l *Limiter) AllowExecution(ctx context.Context, key string, perDay int) (D
 	now := l.now().UTC()
 	if l.useRedis() {
 		untilEnd := untilNextDay(now)
-		ttl := int64((untilEnd + quotaGrace + time.Second - 1) / time.Second)
+		ttl := quotaTTL(untilEnd)
 		vals, err := call(ctx, l, func(ctx context.Context) ([]int64, error) {
 			return quotaScript.Run(ctx, l.rdb, []string{l.quotaKey(key, now)}, perDay, ttl).Int64Slice()
 		})
@@ -317,7 +317,7 @@ func (l *Limiter) AllowExecute(ctx context.Context, key string, perMinute, perDa
 		defer func() { l.stored(p, key, kept) }()
 	}
 	if l.useRedis() {
-		ttl := int64((untilNextDay(now) + quotaGrace + time.Second - 1) / time.Second)
+		ttl := quotaTTL(untilNextDay(now))
 		qk := l.quotaKey(key, now)
 		// KEYS[3] and [4] matter only with a give-back (another day's
 		// counter, the give-back's marker); otherwise they repeat KEYS[2]
@@ -554,12 +554,9 @@ type executeResult struct {
 }
 
 func runExecuteScript(ctx context.Context, rdb *redis.Client, keys []string, perMinute, perDay int, ttl int64, units int, back giveBack) (executeResult, error) {
-	backRate := back.perMinute
-	if back.tokens == 0 {
-		backRate = perMinute
-	}
+	// ARGV[8] is read only when there are units to give back.
 	v, err := executeScript.Run(ctx, rdb, keys, perMinute, perMinute, time.Minute.Seconds(), perDay, ttl,
-		units, back.tokens, backRate).Slice()
+		units, back.tokens, back.perMinute).Slice()
 	if err != nil {
 		return executeResult{}, fmt.Errorf("execute script: %w", err)
 	}
@@ -636,6 +633,12 @@ func quotaDecision(allowed bool, perDay, count int, untilEnd time.Duration, loca
 		d.RetryAfter = untilEnd
 	}
 	return d
+}
+
+// quotaTTL is the day's counter's expiry in whole seconds: until the UTC
+// day ends, plus quotaGrace.
+func quotaTTL(untilEnd time.Duration) int64 {
+	return int64((untilEnd + quotaGrace + time.Second - 1) / time.Second)
 }
 
 // untilNextDay is the time from now to the next UTC midnight.
