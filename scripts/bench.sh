@@ -297,8 +297,8 @@ measure() {
   local p t0 t1 busy0 steal0 busy1 steal1
   for p in $api_pid "${worker_pids[@]}" $nats_pid $redis_pid; do before[$p]=$(cpu_ticks "$p"); done
   read -r busy0 steal0 <<<"$(machine_ticks)"
-  local fwd0
-  fwd0=$(forwards)
+  local fwd0=0
+  [ "${2:-}" != execute ] || fwd0=$(forwards)
   t0=$(date +%s.%N)
   local TIMEFORMAT='%U %S'
   { time "$work/bin/loadgen" -u "$api" -d "$secs" -json-out "$work/results/$name.json" "$@" >"$work/results/$name.txt" 2>&1; } 2>"$work/results/$name.time" ||
@@ -353,7 +353,6 @@ measure hello_c1 "${ex_hello[@]}" -c 1
 if [[ hello_c1 =~ $steps ]]; then
   "$work/bin/natsrr" -url "$NATS_URL" -subject "$NATS_SUBJECT_PREFIX.natsrr" -serve >>"$work/logs/natsrr.log" 2>&1 &
   natsrr_pid=$!
-  sleep 0.5
   natsrr_line=$("$work/bin/natsrr" -url "$NATS_URL" -subject "$NATS_SUBJECT_PREFIX.natsrr" -n 5000 2>&1) || natsrr_line="natsrr failed: $natsrr_line"
   kill "$natsrr_pid" 2>/dev/null || true
   wait "$natsrr_pid" 2>/dev/null || true
@@ -435,7 +434,7 @@ echo "       hello ${floor_hello:-n/a} ns/op, cpu ${floor_cpu:-n/a} ns/op, gopro
 echo "load avg at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 [ -z "${natsrr_line:-}" ] || echo "floor of hello c=1's NATS legs: $natsrr_line"
 echo
-health_rps=1 health1_p50=1 # ratios to /health/live are meaningless when its steps were left out
+health_rps="" health1_p50="" # no ratio to /health/live when its steps were left out
 [ -z "${res[health_c32]:-}" ] || read -r health_rps _ <<<"${res[health_c32]}"
 [ -z "${res[health_c1]:-}" ] || read -r _ health1_p50 _ <<<"${res[health_c1]}"
 printf '| %-22s | %9s | %8s | %8s | %8s | %8s | %6s | %-34s | %-20s | %6s |\n' \
@@ -447,10 +446,10 @@ row() { # label name floor_ns concurrency
   read -r rps p50 p99 p999 mx bad n <<<"${res[$2]}"
   if [ "$4" = 1 ]; then
     vs_floor=$([ -n "$3" ] && awk -v p="$p50" -v f="$3" 'BEGIN { printf "p50 %.1fx, +%.3f ms", p / (f / 1e6), p - f / 1e6 }' || echo n/a)
-    vs_health=$(awk -v p="$p50" -v h="$health1_p50" 'BEGIN { printf "p50 %.1fx", p / h }')
+    vs_health=$([ -n "$health1_p50" ] && awk -v p="$p50" -v h="$health1_p50" 'BEGIN { printf "p50 %.1fx", p / h }' || echo n/a)
   else
     vs_floor=$([ -n "$3" ] && awk -v r="$rps" -v f="$3" -v c="$ncpu" 'BEGIN { printf "req/s %.2f of %d cores x runner", r / (c * 1e9 / f), c }' || echo n/a)
-    vs_health=$(awk -v r="$rps" -v h="$health_rps" 'BEGIN { printf "req/s %.3fx", r / h }')
+    vs_health=$([ -n "$health_rps" ] && awk -v r="$rps" -v h="$health_rps" 'BEGIN { printf "req/s %.3fx", r / h }' || echo n/a)
   fi
   [ -n "$3" ] || vs_floor=n/a
   printf '| %-22s | %9.1f | %8.3f | %8.3f | %8.3f | %8.3f | %6d | %-34s | %-20s | %6.2f |\n' "$1" "$rps" "$p50" "$p99" "$p999" "$mx" "$bad" "$vs_floor" "$vs_health" "${others[$2]}"

@@ -8,6 +8,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -54,6 +55,13 @@ func run(url, subject string, serve bool, n, size int) error {
 		return fmt.Errorf("-n %d: want at least 1", n)
 	}
 	payload := bytes.Repeat([]byte{'x'}, size)
+	// A responder started a moment ago may not have subscribed yet.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, err := nc.Request(subject, payload, 2*time.Second)
+		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
+			break
+		}
+	}
 	took := make([]time.Duration, 0, n)
 	for i := range n + 500 {
 		start := time.Now()
