@@ -299,11 +299,12 @@ func (r *Recorder[T]) writeBatch(batch []T) ([]T, error) {
 		if attempts == 1 {
 			r.log.Warn(r.name+" records not written; retrying", "records", len(batch), "error", err)
 		}
+		// Only failures other than an outage spend the retry budget.
 		if !transient(err) {
 			odd++
-		}
-		if r.runCtx.Err() == nil && !transient(err) && odd >= r.o.MaxAttempts {
-			return batch[:0], r.writeEach(batch, err)
+			if r.runCtx.Err() == nil && odd >= r.o.MaxAttempts {
+				return batch[:0], r.writeEach(batch, err)
+			}
 		}
 		select {
 		case <-time.After(backoff):
