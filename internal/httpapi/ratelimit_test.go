@@ -55,7 +55,9 @@ func TestExecuteLimits(t *testing.T) {
 		}
 		rdb := redis.NewClient(ropts)
 		t.Cleanup(func() { rdb.Close() })
-		return ratelimit.New(rdb, nil, prometheus.NewRegistry(), ratelimit.Config{Prefix: prefix})
+		l := ratelimit.New(rdb, nil, prometheus.NewRegistry(), ratelimit.Config{Prefix: prefix})
+		t.Cleanup(func() { l.Close() }) // before rdb.Close: cleanups run in reverse
+		return l
 	}
 	a.srv.limiter = newLimiter()
 	otherReplica := newLimiter()

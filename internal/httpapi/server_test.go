@@ -64,6 +64,7 @@ func newTestAPI(t testing.TB, env map[string]string, exec Executor) *testAPI {
 	rdb := redis.NewClient(ropts)
 	t.Cleanup(func() { rdb.Close() })
 	limiter := ratelimit.New(rdb, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), ratelimit.Config{Prefix: testenv.Prefix(t)})
+	t.Cleanup(func() { limiter.Close() }) // stops its lease sweeper; before rdb.Close
 	s := New(Deps{
 		Limiter: limiter,
 		Config:  cfg, Logger: telemetry.NewLogger(logs, slog.LevelDebug, "api"), Store: st,
