@@ -71,7 +71,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := telemetry.NewLogger(stderr, cfg.LogLevel, "api")
+	// Lines go out from a goroutine of their own, off the request path;
+	// Close writes the last ones before run returns.
+	logOut := telemetry.NewLogWriter(stderr)
+	defer logOut.Close()
+	log := telemetry.NewLogger(logOut, cfg.LogLevel, "api")
 	if cmd != "migrate" {
 		if err := cfg.RequireSecrets(); err != nil {
 			return err

@@ -70,7 +70,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := telemetry.NewLogger(stderr, cfg.LogLevel, "worker")
+	// Lines go out from a goroutine of their own, off the request path;
+	// Close writes the last ones before run returns.
+	logOut := telemetry.NewLogWriter(stderr)
+	defer logOut.Close()
+	log := telemetry.NewLogger(logOut, cfg.LogLevel, "worker")
 	log.InfoContext(ctx, "starting", "version", version, "config", cfg)
 
 	// PostgreSQL: module bytes, read on compile-cache misses only.

@@ -110,8 +110,13 @@ func TestRun(t *testing.T) {
 	if err != nil || rep.Failure == nil || rep.Failure.Code != protocol.FailureModuleNotFound {
 		t.Fatalf("Execute(unknown module) = %+v, %v; want module_not_found", rep, err)
 	}
-	if !strings.Contains(stderr.String(), `"request_id":"req-e2e"`) {
-		t.Errorf("worker log has no line with the request id")
+	// The log goes out from its own goroutine, a moment after the reply.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(stderr.String(), `"request_id":"req-e2e"`); {
+		if time.Now().After(deadline) {
+			t.Errorf("worker log has no line with the request id")
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 
 	stop() // as SIGTERM does
