@@ -56,7 +56,7 @@ func (s *Server) audit(c echo.Context, e usage.Event) {
 
 // principalIfAny is the principal of an authenticated request.
 func principalIfAny(c echo.Context) (auth.Principal, bool) {
-	p, ok := c.Get(fmt.Sprint(keyPrincipal)).(auth.Principal)
+	p, ok := c.Get(keyPrincipal).(auth.Principal)
 	return p, ok
 }
 
@@ -124,7 +124,7 @@ func credentialHint(r *http.Request) (kind, prefix string) {
 			return "other", ""
 		}
 		cred = strings.TrimSpace(rest)
-	} else if cred = strings.TrimSpace(r.Header.Get("X-API-Key")); cred == "" {
+	} else if cred = strings.TrimSpace(r.Header.Get(headerAPIKey)); cred == "" {
 		return "none", ""
 	}
 	switch {

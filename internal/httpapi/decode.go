@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,9 +16,8 @@ import (
 // unknown fields (naming them), wrong types (naming the field) and trailing
 // data.
 func decodeJSON(r *http.Request, limit int64, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || mt != "application/json" {
+	if r.Header.Get("Content-Type") != "" {
+		if mediaType(r) != "application/json" {
 			return newError(http.StatusUnsupportedMediaType, "unsupported_media_type",
 				"send application/json")
 		}

@@ -101,10 +101,12 @@ func (s *Server) execute(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	execID := uuid.Must(uuid.NewV7())
+	// Each id once: the request and the answer share the strings.
+	execIDs, moduleIDs := execID.String(), ex.module.ID.String()
 	req := protocol.Request{
-		ExecutionID:      execID.String(),
+		ExecutionID:      execIDs,
 		RequestID:        requestIDOf(c),
-		ModuleID:         ex.module.ID.String(),
+		ModuleID:         moduleIDs,
 		ModuleSHA256:     ex.module.SHA256,
 		ModuleName:       ex.module.Name,
 		Args:             ex.args,
@@ -144,14 +146,14 @@ func (s *Server) execute(c echo.Context) error {
 	s.log.DebugContext(ctx, "executed", "execution_id", execID, "module_id", ex.module.ID, "owner", p.Owner,
 		"status", reply.Status, "exit_code", reply.ExitCode, "duration_ms", ms(reply.Duration),
 		"queue_ms", ms(reply.QueueTime), "worker", reply.Worker, "cache_hit", reply.CacheHit)
-	return c.JSON(http.StatusOK, toExecuteResponse(execID, ex.module.ID, reply))
+	return c.JSON(http.StatusOK, toExecuteResponse(execIDs, moduleIDs, reply))
 }
 
 func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
 
-func toExecuteResponse(execID, moduleID uuid.UUID, r protocol.Reply) executeResponse {
+func toExecuteResponse(execID, moduleID string, r protocol.Reply) executeResponse {
 	out := executeResponse{
-		ExecutionID: execID.String(), ModuleID: moduleID.String(), Status: r.Status, ExitCode: r.ExitCode,
+		ExecutionID: execID, ModuleID: moduleID, Status: r.Status, ExitCode: r.ExitCode,
 		Truncated: r.Truncated, Worker: r.Worker,
 		Usage: usageJSON{DurationMS: ms(r.Duration), MemoryPeakBytes: r.MemoryPeak, QueueMS: ms(r.QueueTime)},
 	}

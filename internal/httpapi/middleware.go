@@ -12,13 +12,18 @@ import (
 	"github.com/wasmwiz/wasmwiz/internal/telemetry"
 )
 
-const headerRequestID = "X-Request-ID"
-
-type ctxKey int
-
+// Header names in canonical form: Get and Set copy any other form into a
+// new string on every call.
 const (
-	keyRequestID ctxKey = iota
-	keyPrincipal
+	headerRequestID = "X-Request-Id"
+	headerAPIKey    = "X-Api-Key"
+)
+
+// Keys of the values middleware leaves in Echo's context. Echo's keys are
+// strings; these cannot collide with a route's own.
+const (
+	keyRequestID = "wasmwiz.request_id"
+	keyPrincipal = "wasmwiz.principal"
 )
 
 // requestID keeps a well-formed client id or makes one, puts it on the
@@ -29,15 +34,15 @@ func requestID(next echo.HandlerFunc) echo.HandlerFunc {
 		if !telemetry.ValidRequestID(id) {
 			id = telemetry.NewRequestID()
 		}
-		c.Set(fmt.Sprint(keyRequestID), id)
-		c.Response().Header().Set(headerRequestID, id)
+		c.Set(keyRequestID, id)
+		c.Response().Header()[headerRequestID] = []string{id}
 		c.SetRequest(c.Request().WithContext(telemetry.WithRequestID(c.Request().Context(), id)))
 		return next(c)
 	}
 }
 
 func requestIDOf(c echo.Context) string {
-	id, _ := c.Get(fmt.Sprint(keyRequestID)).(string)
+	id, _ := c.Get(keyRequestID).(string)
 	return id
 }
 
@@ -127,18 +132,18 @@ func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
-		p, err := s.keys.Authenticate(r.Context(), r.Header.Get("Authorization"), r.Header.Get("X-API-Key"))
+		p, err := s.keys.Authenticate(r.Context(), r.Header.Get("Authorization"), r.Header.Get(headerAPIKey))
 		if err != nil {
 			s.auditRefused(c, err)
 			return err
 		}
-		c.Set(fmt.Sprint(keyPrincipal), p)
+		c.Set(keyPrincipal, p)
 		return next(c)
 	}
 }
 
 func principalOf(c echo.Context) auth.Principal {
-	p, ok := c.Get(fmt.Sprint(keyPrincipal)).(auth.Principal)
+	p, ok := c.Get(keyPrincipal).(auth.Principal)
 	if !ok {
 		// Routes without the authenticate middleware must not ask.
 		panic("principalOf on an unauthenticated route")

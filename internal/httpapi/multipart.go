@@ -91,7 +91,14 @@ func readLimited(r io.Reader, limit int64, tooLarge func() *Error) ([]byte, erro
 
 // mediaType returns the request's media type, lower-cased, without parameters.
 func mediaType(r *http.Request) string {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	ct := r.Header.Get("Content-Type")
+	// The usual bare types need no parsing, which allocates a map for the
+	// parameters on every call.
+	switch ct {
+	case "application/json", "application/wasm":
+		return ct
+	}
+	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil {
 		return ""
 	}

@@ -64,10 +64,15 @@ func (s *Server) countRequest(c echo.Context, p auth.Principal) error {
 // rateDecided says where the key stands in X-RateLimit-* headers and turns
 // a refusal into 429 rate_limited.
 func (s *Server) rateDecided(c echo.Context, d ratelimit.Decision) error {
+	// One backing array for the three values, under canonical keys: Set
+	// would allocate a slice per header and a canonical copy of each
+	// mixed-case name, on every request.
+	v := make([]string, 3)
+	v[0], v[1], v[2] = strconv.Itoa(d.Limit), strconv.Itoa(max(d.Remaining, 0)), strconv.Itoa(ceilSeconds(d.ResetAfter))
 	h := c.Response().Header()
-	h.Set("X-RateLimit-Limit", strconv.Itoa(d.Limit))
-	h.Set("X-RateLimit-Remaining", strconv.Itoa(max(d.Remaining, 0)))
-	h.Set("X-RateLimit-Reset", strconv.Itoa(ceilSeconds(d.ResetAfter)))
+	h["X-Ratelimit-Limit"] = v[0:1:1]
+	h["X-Ratelimit-Remaining"] = v[1:2:2]
+	h["X-Ratelimit-Reset"] = v[2:3:3]
 	if !d.Allowed {
 		s.auditLimited(c, usage.ActionRateLimitLimited, d)
 		return &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
@@ -113,15 +118,16 @@ func (s *Server) quotaDecided(c echo.Context, d ratelimit.Decision) error {
 // rate is counted before the body is read, as the middleware does, and its
 // quota once it has proved valid (two round trips, as before).
 type executeLimits struct {
-	s *Server
-	c echo.Context
-	p auth.Principal
+	s   *Server
+	c   echo.Context
+	p   auth.Principal
+	key string // limitKey(p), made once
 	// counted: the request has been counted against the rate.
 	counted bool
 }
 
 func (s *Server) executeLimits(c echo.Context, p auth.Principal) (executeLimits, error) {
-	l := executeLimits{s: s, c: c, p: p}
+	l := executeLimits{s: s, c: c, p: p, key: limitKey(p)}
 	if s.limiter == nil {
 		return l, nil
 	}
@@ -129,7 +135,7 @@ func (s *Server) executeLimits(c echo.Context, p auth.Principal) (executeLimits,
 		l.counted = true
 		return l, s.countRequest(c, p)
 	}
-	if d, refused := s.limiter.Refused(limitKey(p), s.cfg.Tier(p.Tier).RequestsPerMinute); refused {
+	if d, refused := s.limiter.Refused(l.key, s.cfg.Tier(p.Tier).RequestsPerMinute); refused {
 		return l, s.rateDecided(c, d)
 	}
 	return l, nil
@@ -157,7 +163,7 @@ func (l *executeLimits) allow() error {
 	if s.limiter == nil {
 		return nil
 	}
-	ctx, key, tier := c.Request().Context(), limitKey(p), s.cfg.Tier(p.Tier)
+	ctx, key, tier := c.Request().Context(), l.key, s.cfg.Tier(p.Tier)
 	if l.counted {
 		d, err := s.limiter.AllowExecution(ctx, key, tier.DailyQuota)
 		if err != nil {
