@@ -109,11 +109,13 @@ func (c *Client) Execute(ctx context.Context, req Request) (Reply, error) {
 	if err != nil {
 		return Reply{}, fmt.Errorf("execute %s: %w", req.ExecutionID, err)
 	}
-	data, stdinRef, err := c.encodeRequest(ctx, req)
+	body := bodies.Get().(*[]byte)
+	data, stdinRef, err := c.encodeRequest(ctx, req, *body)
 	if err != nil {
 		return Reply{}, fmt.Errorf("execute %s: %w", req.ExecutionID, mapWaitErr(err))
 	}
 	msg, err := c.roundTrip(ctx, inbox, data)
+	releaseBody(body, data) // published: nats.go holds a copy
 	if err != nil {
 		if stdinRef != nil {
 			// Nobody, or nobody in time, took the stdin; a worker that still
@@ -291,14 +293,18 @@ func mapWaitErr(err error) error {
 	return err
 }
 
-// encodeRequest frames req, spilling the stdin to the payload bucket when the
-// whole would not fit the server's max payload (minus forwardHeadroom).
-func (c *Client) encodeRequest(ctx context.Context, req Request) ([]byte, *objectRef, error) {
+// encodeRequest frames req into buf's space, spilling the stdin to the
+// payload bucket when the whole would not fit the server's max payload
+// (minus forwardHeadroom).
+func (c *Client) encodeRequest(ctx context.Context, req Request, buf []byte) ([]byte, *objectRef, error) {
 	limit := c.nc.MaxPayload() - forwardHeadroom
 	env := newRequestEnvelope(req)
-	meta := env.appendJSON(nil)
+	if int64(len(req.Stdin)) < limit {
+		buf = grow(buf[:0], env.sizeHint()+1+len(req.Stdin))
+	}
+	meta := env.appendJSON(buf[:0])
 	if int64(len(meta)+1+len(req.Stdin)) <= limit {
-		return frame(meta, req.Stdin), nil, nil
+		return appendFrame(meta, req.Stdin), nil, nil
 	}
 	// The reference replaces the stdin in the envelope: a name of ~30 bytes
 	// and a size. If even that cannot fit, args or env are too big.
@@ -312,8 +318,7 @@ func (c *Client) encodeRequest(ctx context.Context, req Request) ([]byte, *objec
 	}
 	env.StdinLen = 0
 	env.StdinObject = ref
-	meta = env.appendJSON(nil)
-	return frame(meta), ref, nil
+	return appendFrame(env.appendJSON(meta[:0])), ref, nil
 }
 
 func (c *Client) decodeReply(ctx context.Context, data []byte, maxOutput int64) (Reply, error) {

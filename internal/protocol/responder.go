@@ -70,25 +70,30 @@ func (r *Responder) Respond(ctx context.Context, msg *nats.Msg, rep Reply) error
 	if msg.Reply == "" {
 		return ErrNoReplySubject
 	}
-	data, err := r.encodeReply(ctx, rep)
+	body := bodies.Get().(*[]byte)
+	data, err := r.encodeReply(ctx, rep, *body)
 	if err != nil {
 		failed := Reply{
 			Worker:    rep.Worker,
 			QueueTime: rep.QueueTime,
 			Failure:   &Failure{Code: FailureInternal, Message: "worker could not send the output: " + err.Error()},
 		}
-		if data, ferr := r.encodeReply(ctx, failed); ferr == nil {
+		if data, ferr := r.encodeReply(ctx, failed, nil); ferr == nil {
 			_ = msg.Respond(data)
 		}
 		return fmt.Errorf("reply: %w", err)
 	}
-	if err := msg.Respond(data); err != nil {
+	err = msg.Respond(data)
+	releaseBody(body, data) // sent: nats.go holds a copy
+	if err != nil {
 		return fmt.Errorf("reply: %w", err)
 	}
 	return nil
 }
 
-func (r *Responder) encodeReply(ctx context.Context, rep Reply) ([]byte, error) {
+// encodeReply frames rep into buf's space, spilling outputs to the payload
+// bucket, largest first, until the rest fits one message.
+func (r *Responder) encodeReply(ctx context.Context, rep Reply, buf []byte) ([]byte, error) {
 	limit := r.nc.MaxPayload()
 	env := newReplyEnvelope(rep)
 	parts := [2]struct {
@@ -100,8 +105,13 @@ func (r *Responder) encodeReply(ctx context.Context, rep Reply) ([]byte, error) 
 		{rep.Stdout, "stdout", &env.StdoutLen, &env.StdoutObject},
 		{rep.Stderr, "stderr", &env.StderrLen, &env.StderrObject},
 	}
+	if out := len(rep.Stdout) + len(rep.Stderr); int64(out) < limit {
+		// Room for the usual reply, all inline, in one allocation at most.
+		buf = grow(buf[:0], 512+len(rep.Error)+len(rep.Worker)+out)
+	}
 	for {
-		meta := env.appendJSON(nil)
+		meta := env.appendJSON(buf[:0])
+		buf = meta
 		size := len(meta) + 1
 		big := -1
 		for i, p := range parts {
@@ -120,7 +130,7 @@ func (r *Responder) encodeReply(ctx context.Context, rep Reply) ([]byte, error) 
 					inline = append(inline, p.data)
 				}
 			}
-			return frame(meta, inline...), nil
+			return appendFrame(meta, inline...), nil
 		}
 		if big < 0 {
 			return nil, fmt.Errorf("%w: %d bytes of metadata, max payload %d", ErrTooLarge, len(meta), limit)
