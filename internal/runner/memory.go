@@ -20,6 +20,7 @@ type linearMemory struct {
 	limit   uint64 // bytes
 	max     uint64 // the module's own maximum, as wazero passes it
 	buf     []byte
+	box     *[]byte // buf's from the pool, reused to put it back without allocating
 	peak    uint64
 	refused bool
 	pool    *memoryPool
@@ -47,16 +48,16 @@ func (m *linearMemory) Reallocate(size uint64) []byte {
 		return m.buf
 	}
 	newCap := min(max(size, 2*uint64(cap(m.buf))), m.limit, m.max)
-	nb := m.pool.get(size, newCap, m.limit)
+	nb, nbox := m.pool.get(size, newCap, m.limit)
 	copy(nb, m.buf)
-	m.pool.put(m.buf)
-	m.buf = nb
+	m.pool.put(m.buf, m.box)
+	m.buf, m.box = nb, nbox
 	return nb
 }
 
 func (m *linearMemory) Free() {
-	m.pool.put(m.buf)
-	m.buf = nil
+	m.pool.put(m.buf, m.box)
+	m.buf, m.box = nil, nil
 }
 
 // memoryPool recycles linear memories of up to maxPooledMemory bytes. Most
@@ -89,24 +90,32 @@ func memoryClass(n uint64) int {
 }
 
 // get returns a zeroed slice of length size and capacity at least size:
-// capHint, or the capacity of size's class when that is within limit.
-func (p *memoryPool) get(size, capHint, limit uint64) []byte {
+// capHint, or the capacity of size's class when that is within limit. The
+// box, when not nil, is the pool's wrapper of the slice (sync.Pool holds
+// pointers), to give back to put so that recycling allocates nothing.
+func (p *memoryPool) get(size, capHint, limit uint64) (b []byte, box *[]byte) {
 	if c := memoryClass(size); c >= 0 && uint64(minPooledMemory)<<c <= max(limit, size) {
-		if b, ok := p.classes[c].Get().(*[]byte); ok {
-			return (*b)[:size]
+		if box, ok := p.classes[c].Get().(*[]byte); ok {
+			b := (*box)[:size]
+			*box = nil // the box holds nothing while the buffer is in use
+			return b, box
 		}
-		return make([]byte, size, uint64(minPooledMemory)<<c)
+		return make([]byte, size, uint64(minPooledMemory)<<c), nil
 	}
-	return make([]byte, size, capHint)
+	return make([]byte, size, capHint), nil
 }
 
 // put zeroes b's used part and keeps it for reuse, if it is of a class.
-func (p *memoryPool) put(b []byte) {
+// box is get's, or nil.
+func (p *memoryPool) put(b []byte, box *[]byte) {
 	c := memoryClass(uint64(cap(b)))
 	if c < 0 || uint64(cap(b)) != uint64(minPooledMemory)<<c {
 		return
 	}
 	clear(b) // the part past len(b) was never written
-	b = b[:0]
-	p.classes[c].Put(&b)
+	if box == nil {
+		box = new([]byte)
+	}
+	*box = b[:0]
+	p.classes[c].Put(box)
 }

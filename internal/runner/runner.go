@@ -8,7 +8,6 @@
 package runner
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -117,11 +116,11 @@ type Runner struct {
 	rt        wazero.Runtime
 	diskCache wazero.CompilationCache // nil without CompilationCacheDir
 	wasi      map[string]api.FunctionDefinition
-	base      wazero.ModuleConfig
 	maxMemory uint64 // bytes, a whole number of pages
 	cache     *moduleCache
 	outputs   outputPool
 	memories  memoryPool
+	slots     slotPool
 	closed    atomic.Bool
 	onCompile func(time.Duration) // never nil
 }
@@ -193,9 +192,9 @@ func New(ctx context.Context, cfg Config) (*Runner, error) {
 	}
 	r.wasi = wasi
 	// wazero's defaults suit a library, not a platform: its clocks are fake
-	// and its random source deterministic. The sleep is set per run, so
-	// that it ends with the deadline.
-	r.base = wazero.NewModuleConfig().
+	// and its random source deterministic. The sleep is each run slot's,
+	// so that it ends with the run's deadline.
+	r.slots.base = wazero.NewModuleConfig().
 		WithName("").         // anonymous: instances of one module may run at once
 		WithStartFunctions(). // _start is called by execute, after instantiation
 		WithSysWalltime().
@@ -242,8 +241,12 @@ func (r *Runner) Run(ctx context.Context, ex Execution, load Loader) (Result, er
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
-	e, hit, err := r.cache.acquire(ctx, ex.SHA256, func(lctx context.Context) (*program, int64, error) {
-		return r.compile(lctx, ex.SHA256, load)
+	// The closure captures sha, not ex: it outlives the call (a shared
+	// compilation may), and capturing ex would move all of it to the heap
+	// on every run, hits included.
+	sha := ex.SHA256
+	e, hit, err := r.cache.acquire(ctx, sha, func(lctx context.Context) (*program, int64, error) {
+		return r.compile(lctx, sha, load)
 	})
 	if err != nil {
 		return Result{}, err
@@ -353,17 +356,15 @@ func estimatedSize(wasmLen int) int64 {
 
 // execute instantiates compiled afresh and runs its _start.
 func (r *Runner) execute(ctx context.Context, compiled wazero.CompiledModule, ex *Execution, limit uint64) (Result, error) {
-	mem := &linearMemory{limit: limit, pool: &r.memories}
 	stdout, stderr := r.outputs.get(ex.MaxOutputBytes), r.outputs.get(ex.MaxOutputBytes)
 	res := Result{stdout: stdout, stderr: stderr, pool: &r.outputs}
 
 	argv := make([]string, 0, 1+len(ex.Args))
 	argv = append(append(argv, ex.Name), ex.Args...)
-	cfg := r.base.
-		WithArgs(argv...).
-		WithStdin(bytes.NewReader(ex.Stdin)).
-		WithStdout(stdout).
-		WithStderr(stderr)
+	slot := r.slots.get()
+	// WithArgs copies the slot's config: the instance gets its own, and the
+	// slot's stays as it was.
+	cfg := slot.cfg.WithArgs(argv...)
 	if len(ex.Env) > 0 {
 		keys := make([]string, 0, len(ex.Env))
 		for k := range ex.Env {
@@ -378,28 +379,34 @@ func (r *Runner) execute(ctx context.Context, compiled wazero.CompiledModule, ex
 	// Started before the deadline is set, so a timed-out run's Duration is
 	// never below its Timeout.
 	start := time.Now()
-	runCtx, cancel := context.WithTimeout(experimental.WithMemoryAllocator(ctx, mem), ex.Timeout)
+	runCtx, cancel := context.WithTimeout(experimental.WithMemoryAllocator(ctx, &slot.mem), ex.Timeout)
 	defer cancel()
-	cfg = cfg.WithNanosleep(sleepUntil(runCtx))
+	slot.fill(runCtx, ex.Stdin, stdout, stderr, limit, &r.memories)
 	err := r.start(runCtx, compiled, cfg)
 	res.Duration = time.Since(start)
+	mem := slot.mem // copied: putting the slot back empties it
+	_, panicked := errors.AsType[*hostPanic](err)
+	if !panicked {
+		// A panic may have left the instance open, still using the slot.
+		r.slots.put(slot)
+	}
 
 	res.Stdout, res.Stderr = stdout.buf, stderr.buf
 	res.Truncated = stdout.truncated || stderr.truncated
 	res.MemoryPeakBytes = mem.peak
 
-	var exit *sys.ExitError
+	exit, _ := errors.AsType[*sys.ExitError](err)
 	switch {
 	case err == nil:
 		res.Status = StatusOK
-	case errors.As(err, &exit) && isContextExit(exit.ExitCode()) && runCtx.Err() != nil:
+	case exit != nil && isContextExit(exit.ExitCode()) && runCtx.Err() != nil:
 		if cerr := ctx.Err(); cerr != nil {
 			res.Release()
 			return Result{}, fmt.Errorf("run module %s: %w", ex.SHA256, cerr)
 		}
 		res.Status = StatusTimeout
 		res.Error = fmt.Sprintf("execution exceeded its time limit of %s", ex.Timeout)
-	case errors.As(err, &exit) && exit.ExitCode() == 0:
+	case exit != nil && exit.ExitCode() == 0:
 		res.Status = StatusOK
 	case mem.refused:
 		// A refused grow is seen by the guest as an ordinary failure; what
@@ -413,8 +420,7 @@ func (r *Runner) execute(ctx context.Context, compiled wazero.CompiledModule, ex
 		res.Status = StatusExit
 		res.ExitCode = exit.ExitCode()
 	default:
-		var hp *hostPanic
-		if errors.As(err, &hp) {
+		if panicked {
 			res.Release()
 			return Result{}, fmt.Errorf("run module %s: %w", ex.SHA256, err)
 		}
@@ -450,33 +456,6 @@ func (r *Runner) start(ctx context.Context, compiled wazero.CompiledModule, cfg 
 type hostPanic struct{ v any }
 
 func (p *hostPanic) Error() string { return fmt.Sprintf("internal error: %v", p.v) }
-
-// sleepUntil is the guest's sleep (poll_oneoff on a clock): real time, but
-// cut short when the run's context ends, so that a guest asleep for an
-// hour is still stopped at its deadline. wazero's WithSysNanosleep sleeps
-// through it.
-//
-// Cut short, it ends the guest the way proc_exit does, with the exit code
-// wazero gives a closed context: returning would let the guest run on (and
-// perhaps finish "ok") before wazero's watcher marks the module closed.
-func sleepUntil(ctx context.Context) sys.Nanosleep {
-	return func(ns int64) {
-		if ns <= 0 {
-			return
-		}
-		t := time.NewTimer(time.Duration(ns))
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			code := sys.ExitCodeContextCanceled
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				code = sys.ExitCodeDeadlineExceeded
-			}
-			panic(sys.NewExitError(code))
-		}
-	}
-}
 
 // trapReasons are wazero's runtime error messages, which are short and name
 // the trap the way the WebAssembly spec does.
