@@ -36,7 +36,9 @@
 #            expression: health_c32 health_c1 hello_c1 hello_c32 cpu_c1 cpu_c8
 #            goprog_c1 goprog_c8 scale), e.g. -steps hello for a quick look
 #            at the execute path; the default runs them all
-#   -keep    keep the work directory (logs, JSON results, RSS samples)
+#   -keep    keep the work directory (logs, JSON results, RSS samples) and
+#            the database (its executions table has every execution's
+#            queue_ms and duration_ms, to see where latency was spent)
 #
 # Environment: WORKER_CONCURRENCY (workers of steps 1-4; default GOMAXPROCS),
 # BENCH_API_GOMEMLIMIT (default 691MiB, as in deploy/k8s; "" for none),
@@ -113,8 +115,8 @@ cleanup() {
   trap - EXIT INT TERM
   [ -z "$lg_pid" ] || stop_pids "$lg_pid"
   stop_pids "${worker_pids[@]}" $api_pid
-  [ -z "$db_created" ] || psql -q "$pg_url/postgres" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1
-  if [ -n "$keep" ]; then echo "bench: kept $work" >&2; else rm -rf "$work"; fi
+  [ -z "$db_created" ] || [ -n "$keep" ] || psql -q "$pg_url/postgres" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1
+  if [ -n "$keep" ]; then echo "bench: kept $work and the database $db (DROP DATABASE when done)" >&2; else rm -rf "$work"; fi
   exit "$rc"
 }
 trap cleanup EXIT
