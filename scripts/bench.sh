@@ -42,6 +42,8 @@
 #
 # Environment: WORKER_CONCURRENCY (workers of steps 1-4; default GOMAXPROCS),
 # BENCH_API_GOMEMLIMIT (default 691MiB, as in deploy/k8s; "" for none),
+# BENCH_API_GOMAXPROCS and BENCH_WORKER_GOMAXPROCS (default: Go's, the
+# machine's cores or the cgroup's CPU limit; see BENCHMARKS.md for 1),
 # BENCH_LOG_LEVEL (the programs' LOG_LEVEL, default info, logs go to files),
 # BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432).
 # The default run takes about two minutes.
@@ -158,7 +160,8 @@ start_worker() { # id concurrency ("" for the default)
   local port pp
   free_port port
   pprof_addr pp
-  env WORKER_ID="$1" METRICS_PORT="$port" WORKER_CONCURRENCY="$2" PPROF_ADDR="$pp" "$work/bin/worker" >>"$work/logs/$1.log" 2>&1 &
+  env ${BENCH_WORKER_GOMAXPROCS:+GOMAXPROCS=$BENCH_WORKER_GOMAXPROCS} WORKER_ID="$1" METRICS_PORT="$port" \
+    WORKER_CONCURRENCY="$2" PPROF_ADDR="$pp" "$work/bin/worker" >>"$work/logs/$1.log" 2>&1 &
   worker_pids+=($!)
   pprof_addrs+=("$pp")
   metrics_ports+=("$port")
@@ -244,7 +247,8 @@ for i in $(seq 1 "$nworkers"); do start_worker "w$i" "$main_conc"; done
 pprof_addr api_pprof
 # The api runs as the deployment files run it: GOMEMLIMIT at 90% of its
 # 768Mi limit.
-GOMEMLIMIT=${BENCH_API_GOMEMLIMIT-691MiB} PPROF_ADDR=$api_pprof "$work/bin/api" >>"$work/logs/api.log" 2>&1 &
+env ${BENCH_API_GOMAXPROCS:+GOMAXPROCS=$BENCH_API_GOMAXPROCS} GOMEMLIMIT="${BENCH_API_GOMEMLIMIT-691MiB}" \
+  PPROF_ADDR="$api_pprof" "$work/bin/api" >>"$work/logs/api.log" 2>&1 &
 api_pid=$!
 wait_workers "$nworkers"
 
