@@ -82,6 +82,10 @@ type Service struct {
 	dev      bool
 	onRevoke func(uuid.UUID)
 	now      func() time.Time
+	// lookupTimeout bounds each key lookup (store.LookupTimeout; tests
+	// shorten it).
+	lookupTimeout time.Duration
+	outage        store.Outage
 
 	fanout atomic.Bool // revocation broadcasts are being received
 
@@ -105,7 +109,7 @@ type cached struct {
 func NewService(st KeyStore, o Options) *Service {
 	s := &Service{
 		store: st, salt: o.Salt, tokens: NewTokens(o.JWTSecret, o.JWTTTL), dev: o.Development,
-		onRevoke: o.OnRevoke, now: time.Now,
+		onRevoke: o.OnRevoke, now: time.Now, lookupTimeout: store.LookupTimeout,
 		byHash: map[string]cached{}, byID: map[uuid.UUID]cached{}, negative: map[string]time.Time{},
 		used: map[uuid.UUID]time.Time{},
 	}
@@ -247,9 +251,16 @@ func (s *Service) lookup(ctx context.Context, hash []byte) (store.APIKey, error)
 		s.mu.Unlock()
 		return store.APIKey{}, fmt.Errorf("%w: unknown key", ErrUnauthenticated)
 	}
+	c, ok := s.byHash[h]
 	s.mu.Unlock()
+	if ok && s.usableStale(c) && s.outage.Skip(s.now(), s.lookupTimeout) {
+		return c.key, nil
+	}
 
-	k, err := s.store.KeyByHash(ctx, hash)
+	k, err := store.Within(ctx, s.lookupTimeout, func(ctx context.Context) (store.APIKey, error) {
+		return s.store.KeyByHash(ctx, hash)
+	})
+	s.outage.Report(s.now(), err)
 	if errors.Is(err, store.ErrUnavailable) {
 		s.mu.Lock()
 		c, ok := s.byHash[h]
@@ -276,12 +287,18 @@ func (s *Service) lookup(ctx context.Context, hash []byte) (store.APIKey, error)
 
 func (s *Service) keyByID(ctx context.Context, id uuid.UUID) (store.APIKey, error) {
 	s.mu.Lock()
-	if c, ok := s.byID[id]; ok && s.fresh(c) {
-		s.mu.Unlock()
+	c, ok := s.byID[id]
+	s.mu.Unlock()
+	if ok && s.fresh(c) {
 		return c.key, nil
 	}
-	s.mu.Unlock()
-	k, err := s.store.GetKey(ctx, store.AllOwners(), id)
+	if ok && s.usableStale(c) && s.outage.Skip(s.now(), s.lookupTimeout) {
+		return c.key, nil
+	}
+	k, err := store.Within(ctx, s.lookupTimeout, func(ctx context.Context) (store.APIKey, error) {
+		return s.store.GetKey(ctx, store.AllOwners(), id)
+	})
+	s.outage.Report(s.now(), err)
 	if errors.Is(err, store.ErrUnavailable) {
 		s.mu.Lock()
 		c, ok := s.byID[id]

@@ -30,6 +30,11 @@ type moduleCache struct {
 	mu      sync.Mutex
 	entries map[uuid.UUID]cachedModule
 	now     func() time.Time
+	// timeout bounds each lookup in the store (store.LookupTimeout; tests
+	// shorten it), so that a hung database serves stale entries or 503s
+	// rather than holding every execute.
+	timeout time.Duration
+	outage  store.Outage
 }
 
 type cachedModule struct {
@@ -38,7 +43,7 @@ type cachedModule struct {
 }
 
 func newModuleCache() *moduleCache {
-	return &moduleCache{entries: map[uuid.UUID]cachedModule{}, now: time.Now}
+	return &moduleCache{entries: map[uuid.UUID]cachedModule{}, now: time.Now, timeout: store.LookupTimeout}
 }
 
 // moduleGetter is the store's one method the cache needs.
@@ -53,8 +58,14 @@ func (mc *moduleCache) get(ctx context.Context, st moduleGetter, p auth.Principa
 	mc.mu.Lock()
 	c, ok := mc.entries[id]
 	mc.mu.Unlock()
-	if !ok || mc.now().Sub(c.fetched) >= moduleCacheTTL || expired(c.m, mc.now()) {
-		m, err := st.GetModule(ctx, store.AllOwners(), id)
+	fresh := ok && mc.now().Sub(c.fetched) < moduleCacheTTL && !expired(c.m, mc.now())
+	// While the store was just found unavailable, a usable stale entry
+	// serves without waiting on it again (store.Outage).
+	if !fresh && !(ok && mc.usableStale(c) && mc.outage.Skip(mc.now(), mc.timeout)) {
+		m, err := store.Within(ctx, mc.timeout, func(ctx context.Context) (store.Module, error) {
+			return st.GetModule(ctx, store.AllOwners(), id)
+		})
+		mc.outage.Report(mc.now(), err)
 		switch {
 		case err == nil:
 			c = cachedModule{m: m, fetched: mc.now()}
@@ -64,8 +75,7 @@ func (mc *moduleCache) get(ctx context.Context, st moduleGetter, p auth.Principa
 			}
 			mc.entries[id] = c
 			mc.mu.Unlock()
-		case ok && errors.Is(err, store.ErrUnavailable) && !expired(c.m, mc.now()) &&
-			mc.now().Sub(c.fetched) < moduleStaleMax:
+		case ok && errors.Is(err, store.ErrUnavailable) && mc.usableStale(c):
 			// Stale but safe; see moduleStaleMax.
 		default:
 			return store.Module{}, err
@@ -75,6 +85,12 @@ func (mc *moduleCache) get(ctx context.Context, st moduleGetter, p auth.Principa
 		return store.Module{}, store.ErrNotFound
 	}
 	return c.m, nil
+}
+
+// usableStale says whether an entry past its TTL may stand in for the
+// store while the store is unavailable (see moduleStaleMax).
+func (mc *moduleCache) usableStale(c cachedModule) bool {
+	return !expired(c.m, mc.now()) && mc.now().Sub(c.fetched) < moduleStaleMax
 }
 
 // expired reports an ad-hoc module past its lifetime: the retention job

@@ -3,8 +3,11 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,8 +16,12 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/wasmwiz/wasmwiz/internal/auth"
+	"github.com/wasmwiz/wasmwiz/internal/config"
 	"github.com/wasmwiz/wasmwiz/internal/protocol"
+	"github.com/wasmwiz/wasmwiz/internal/runner"
 	"github.com/wasmwiz/wasmwiz/internal/store"
+	"github.com/wasmwiz/wasmwiz/internal/telemetry"
+	"github.com/wasmwiz/wasmwiz/internal/testenv"
 	"github.com/wasmwiz/wasmwiz/testdata"
 )
 
@@ -137,4 +144,154 @@ func TestModuleCacheStaleWhileUnavailable(t *testing.T) {
 	if _, err := mc.get(context.Background(), st, owner, id2); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("expired ad-hoc module with the database down = %v; want ErrUnavailable", err)
 	}
+}
+
+// slack is what a loaded 2-core machine may add to a bound under test.
+const slack = 5 * time.Second
+
+// TestExecuteInPartition: in a network partition a module lookup hangs
+// rather than failing. Bounded, an execute of a cached module past its TTL
+// is served from the stale entry within about the lookup timeout, and one
+// of an uncached module is 503 database_unavailable as quickly.
+func TestExecuteInPartition(t *testing.T) {
+	a, proxy := newPartitionedAPI(t, executorFunc(func(context.Context, protocol.Request) (protocol.Reply, error) {
+		return protocol.Reply{Status: "ok", Worker: "fake"}, nil
+	}))
+	const bound = 300 * time.Millisecond
+	a.srv.modules.timeout = bound
+	alice := a.bootstrap(t, "alice", auth.RoleUser, "pro")
+	upload := func(name string) string {
+		r := a.do(t, "POST", "/api/wasm/upload?name="+name, "application/wasm", bytes.NewReader(testdata.Module("hello.wasm")), bearer(alice)...)
+		var m moduleJSON
+		r.json(t, &m)
+		return m.ID
+	}
+	cached, uncached := upload("cached"), upload("uncached")
+	exec := func(id string) response {
+		t.Helper()
+		start := time.Now()
+		r := a.do(t, "POST", "/api/wasm/execute", "application/json", strings.NewReader(`{"module_id":"`+id+`"}`), bearer(alice)...)
+		if took := time.Since(start); took > bound+slack {
+			t.Errorf("execute in a partition took %v; want about the lookup timeout %v", took, bound)
+		}
+		return r
+	}
+	if r := exec(cached); r.status != 200 { // caches the key and the module
+		t.Fatalf("execute before the partition = %d %s", r.status, r.body)
+	}
+
+	proxy.Partition()
+	past := time.Now().Add(moduleCacheTTL + time.Second)
+	a.srv.modules.now = func() time.Time { return past }
+	if r := exec(cached); r.status != 200 {
+		t.Errorf("execute of a cached module past its TTL in a partition = %d %s; want 200 from the stale entry", r.status, r.body)
+	}
+	if r := exec(uncached); r.status != 503 || r.errorCode(t) != "database_unavailable" {
+		t.Errorf("execute of an uncached module in a partition = %d %s; want 503 database_unavailable", r.status, r.body)
+	}
+}
+
+// TestModuleCacheInPartition: the cache itself, on a store whose way to
+// PostgreSQL is hung: stale entries serve, and once an outage is found
+// they serve without asking again for a moment; an uncached module is
+// ErrUnavailable; a caller's own cancellation stays a cancellation.
+func TestModuleCacheInPartition(t *testing.T) {
+	st, proxy := testenv.PartitionedStore(t)
+	cs := &countingModules{st: st}
+	ctx := context.Background()
+	wasm := testdata.Module("hello.wasm")
+	m, err := st.CreateModule(ctx, store.Module{ID: uuid.Must(uuid.NewV7()), Owner: "alice", Name: "m", Exports: []string{"_start"}, WASI: true,
+		SHA256: fmt.Sprintf("%x", sha256.Sum256(wasm)), CreatedAt: time.Now().UTC()}, wasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc := newModuleCache()
+	const bound = 300 * time.Millisecond
+	mc.timeout = bound
+	owner := auth.Principal{Owner: "alice", Role: auth.RoleUser}
+	if _, err := mc.get(ctx, cs, owner, m.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	proxy.Partition()
+	now := time.Now().Add(moduleCacheTTL + time.Second)
+	mc.now = func() time.Time { return now } // moves only when the test says
+	get := func(ctx context.Context, id uuid.UUID) (store.Module, error) {
+		t.Helper()
+		start := time.Now()
+		got, err := mc.get(ctx, cs, owner, id)
+		if took := time.Since(start); took > bound+slack {
+			t.Errorf("get in a partition took %v; want about the lookup timeout %v", took, bound)
+		}
+		return got, err
+	}
+	asked := func(what string, want int64) {
+		t.Helper()
+		if got := cs.calls.Swap(0); got != want {
+			t.Errorf("%s: %d lookups reached the store; want %d", what, got, want)
+		}
+	}
+	cs.calls.Store(0)
+	if got, err := get(ctx, m.ID); err != nil || got.ID != m.ID {
+		t.Errorf("stale entry in a partition = %v, %v; want the cached module", got.ID, err)
+	}
+	asked("stale entry", 1)
+	if got, err := get(ctx, m.ID); err != nil || got.ID != m.ID {
+		t.Errorf("stale entry just after an outage was found = %v, %v; want the cached module", got.ID, err)
+	}
+	asked("stale entry just after an outage was found", 0)
+	if _, err := get(ctx, uuid.Must(uuid.NewV7())); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("uncached module in a partition = %v; want ErrUnavailable", err)
+	}
+	asked("uncached module", 1)
+
+	mc.timeout = time.Minute
+	cctx, cancel := context.WithCancel(ctx)
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	if _, err := mc.get(cctx, cs, owner, uuid.Must(uuid.NewV7())); !errors.Is(err, context.Canceled) || errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("uncached module, caller cancelled, in a partition = %v; want context.Canceled, not ErrUnavailable", err)
+	}
+	if took := time.Since(start); took > slack {
+		t.Errorf("cancelled lookup took %v", took)
+	}
+}
+
+// countingModules counts the module lookups that reach the store.
+type countingModules struct {
+	st    *store.Store
+	calls atomic.Int64
+}
+
+func (c *countingModules) GetModule(ctx context.Context, scope store.Scope, id uuid.UUID) (store.Module, error) {
+	c.calls.Add(1)
+	return c.st.GetModule(ctx, scope, id)
+}
+
+// newPartitionedAPI is newTestAPI on a store reached through a
+// testenv.BlackHoleProxy, without a rate limiter (Redis is not under test), and
+// with revocation broadcasts deemed received so that stale keys may serve.
+func newPartitionedAPI(t *testing.T, exec Executor) (*testAPI, *testenv.BlackHoleProxy) {
+	t.Helper()
+	st, proxy := testenv.PartitionedStore(t)
+	cfg, err := config.Load(func(k string) string { return productionEnv[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := runner.NewValidator(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close(context.Background()) })
+	keys := auth.NewService(st, auth.Options{Salt: []byte(cfg.APISalt), JWTSecret: []byte(cfg.JWTSecret), JWTTTL: cfg.JWTTTL})
+	keys.SetFanout(true)
+	logs := &bytes.Buffer{}
+	s := New(Deps{
+		Config: cfg, Logger: telemetry.NewLogger(logs, slog.LevelDebug, "api"), Store: st,
+		Validator: v, Executor: exec, Version: "test", Keys: keys,
+		Checks: HealthChecks{Database: st.Ping, NATS: func(context.Context) error { return nil }},
+	})
+	ts := httptest.NewServer(s)
+	t.Cleanup(ts.Close)
+	return &testAPI{Server: ts, srv: s, store: st, logs: logs}, proxy
 }

@@ -22,6 +22,7 @@ func Migrate(ctx context.Context, url string) (applied int, err error) {
 	if err != nil {
 		return 0, errors.New("parse DATABASE_URL: invalid connection string")
 	}
+	boundConnect(&cfg.Config)
 	db := stdlib.OpenDB(*cfg)
 	defer db.Close()
 
@@ -49,6 +50,7 @@ func EnsureDatabase(ctx context.Context, url string) error {
 	if err != nil {
 		return errors.New("parse DATABASE_URL: invalid connection string")
 	}
+	boundConnect(&cfg.Config)
 	name := cfg.Database
 	cfg.Database = "postgres"
 	conn, err := pgx.ConnectConfig(ctx, cfg)

@@ -10,6 +10,8 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -25,6 +27,21 @@ var (
 	ErrUnavailable = errors.New("database unavailable")
 )
 
+// DefaultConnectTimeout bounds the making of a connection, from dial to
+// session, when DATABASE_URL sets no connect_timeout. Without it pgx waits
+// as long as the kernel retries a SYN to a host that drops packets (about
+// two minutes), or forever on a server that accepts and never answers;
+// and a connection being made holds one of the pool's few slots.
+const DefaultConnectTimeout = 5 * time.Second
+
+// LookupTimeout bounds the point lookups every request makes (a key, a
+// module; see Within). They answer in milliseconds, so one that has not
+// answered in this time is stuck on a hung way to PostgreSQL, and the
+// caller is better served by a stale answer or a 503 at once. Shorter than
+// DefaultConnectTimeout: a connection still being made when a lookup gives
+// up goes on being made for the next one.
+const LookupTimeout = 2 * time.Second
+
 // Store wraps a pgx pool.
 type Store struct {
 	pool *pgxpool.Pool
@@ -37,6 +54,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		// The parse error can echo the URL, password included.
 		return nil, errors.New("parse DATABASE_URL: invalid connection string")
 	}
+	boundConnect(&cfg.ConnConfig.Config)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open database pool: %w", err)
@@ -58,6 +76,79 @@ func (s *Store) Ping(ctx context.Context) error {
 		return fmt.Errorf("ping database: %w", wrap(err))
 	}
 	return nil
+}
+
+// boundConnect sets DefaultConnectTimeout where the URL left the timeout
+// unset, or at 0 ("wait forever"): neither should let a partition hang a
+// connection being made.
+func boundConnect(c *pgconn.Config) {
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+}
+
+// Within calls call with ctx bounded by d. When that bound, and not ctx
+// itself, cuts the call short, the error is ErrUnavailable: PostgreSQL
+// did not answer in time, which to the caller is the same as not being
+// reachable (its stale fallbacks and 503 apply). When ctx ends first the
+// error keeps its meaning (the caller's deadline, or its departure).
+func Within[T any](ctx context.Context, d time.Duration, call func(context.Context) (T, error)) (T, error) {
+	bctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	v, err := call(bctx)
+	if err != nil && ctx.Err() == nil && errors.Is(bctx.Err(), context.DeadlineExceeded) &&
+		!errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrNotFound) {
+		// ErrNotFound is an answer that merely arrived at the bound.
+		return v, fmt.Errorf("%w: no answer within %v: %w", ErrUnavailable, d, err)
+	}
+	return v, err
+}
+
+// Outage remembers that PostgreSQL was just found unavailable, so that a
+// caller holding a usable stale answer uses it at once instead of waiting
+// on a hung database again: a partition then costs one caller in a while
+// the lookup timeout, rather than every caller. The zero value is ready.
+type Outage struct {
+	mu    sync.Mutex
+	down  bool
+	until time.Time // before this, skip the store; after, one caller asks
+}
+
+// outageWindow is how long after a failure stale answers are used without
+// asking: short, as the store may be back.
+const outageWindow = time.Second
+
+// Skip reports whether a caller holding a usable stale answer should use
+// it without asking the store. Once the window is over it answers false to
+// one caller, which asks the store; the others keep skipping meanwhile,
+// for up to probe (the time that caller may take).
+func (o *Outage) Skip(now time.Time, probe time.Duration) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.down {
+		return false
+	}
+	if now.Before(o.until) {
+		return true
+	}
+	o.until = now.Add(probe)
+	return false
+}
+
+// Report records the outcome of asking the store: ErrUnavailable opens a
+// window, an answer (a row or ErrNotFound) ends the outage, and anything
+// else (the caller's departure, a bad statement) says nothing either way.
+func (o *Outage) Report(now time.Time, err error) {
+	switch {
+	case errors.Is(err, ErrUnavailable):
+		o.mu.Lock()
+		o.down, o.until = true, now.Add(outageWindow)
+		o.mu.Unlock()
+	case err == nil || errors.Is(err, ErrNotFound):
+		o.mu.Lock()
+		o.down = false
+		o.mu.Unlock()
+	}
 }
 
 // Scope says whose rows a query may see: one owner's, or everyone's (admin).
