@@ -109,14 +109,19 @@ func randomBytes(n int) []byte {
 func assertBucketEmpty(t *testing.T, nc *nats.Conn, prefix string) {
 	t.Helper()
 	js, _ := jetstream.New(nc)
-	ctx := ctxTimeout(t, 10*time.Second)
+	ctx := ctxTimeout(t, 20*time.Second)
 	obs, err := js.ObjectStore(ctx, PayloadBucket(prefix))
 	if err != nil {
 		t.Fatalf("ObjectStore(%s) error = %v; want the bucket the spill created", PayloadBucket(prefix), err)
 	}
 	var names []string
-	testenv.Eventually(t, 5*time.Second, "the payload bucket empty", func() bool {
-		infos, err := obs.List(ctx)
+	testenv.Eventually(t, 10*time.Second, "the payload bucket empty", func() bool {
+		// Each listing on a clock of its own: a List racing a delete's
+		// purge can wait for its consumer until its context ends (seen
+		// about once in 30 runs), and the next one answers.
+		lctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		infos, err := obs.List(lctx)
 		names = names[:0]
 		for _, i := range infos {
 			names = append(names, i.Name)
