@@ -6,8 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,9 +16,7 @@ import (
 	"github.com/wasmwiz/wasmwiz/internal/auth"
 	"github.com/wasmwiz/wasmwiz/internal/config"
 	"github.com/wasmwiz/wasmwiz/internal/protocol"
-	"github.com/wasmwiz/wasmwiz/internal/runner"
 	"github.com/wasmwiz/wasmwiz/internal/store"
-	"github.com/wasmwiz/wasmwiz/internal/telemetry"
 	"github.com/wasmwiz/wasmwiz/internal/testenv"
 	"github.com/wasmwiz/wasmwiz/testdata"
 )
@@ -278,20 +274,7 @@ func newPartitionedAPI(t *testing.T, exec Executor) (*testAPI, *testenv.BlackHol
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := runner.NewValidator(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { v.Close(context.Background()) })
 	keys := auth.NewService(st, auth.Options{Salt: []byte(cfg.APISalt), JWTSecret: []byte(cfg.JWTSecret), JWTTTL: cfg.JWTTTL})
 	keys.SetFanout(true)
-	logs := &bytes.Buffer{}
-	s := New(Deps{
-		Config: cfg, Logger: telemetry.NewLogger(logs, slog.LevelDebug, "api"), Store: st,
-		Validator: v, Executor: exec, Version: "test", Keys: keys,
-		Checks: HealthChecks{Database: st.Ping, NATS: func(context.Context) error { return nil }},
-	})
-	ts := httptest.NewServer(s)
-	t.Cleanup(ts.Close)
-	return &testAPI{Server: ts, srv: s, store: st, logs: logs}, proxy
+	return startTestAPI(t, cfg, st, exec, nil, keys), proxy
 }

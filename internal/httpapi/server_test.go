@@ -48,29 +48,35 @@ func newTestAPI(t testing.TB, env map[string]string, exec Executor) *testAPI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := runner.NewValidator(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { v.Close(context.Background()) })
 	if exec == nil {
 		exec = executorFunc(func(context.Context, protocol.Request) (protocol.Reply, error) {
 			return protocol.Reply{}, protocol.ErrNoWorkers
 		})
 	}
-	logs := &bytes.Buffer{}
 	testenv.RequireRedis(t)
 	ropts, _ := redis.ParseURL(testenv.RedisURL)
 	rdb := redis.NewClient(ropts)
 	t.Cleanup(func() { rdb.Close() })
 	limiter := ratelimit.New(rdb, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), ratelimit.Config{Prefix: testenv.Prefix(t)})
 	t.Cleanup(func() { limiter.Close() }) // stops its lease sweeper; before rdb.Close
+	keys := auth.NewService(st, auth.Options{Salt: []byte(cfg.APISalt), JWTSecret: []byte(cfg.JWTSecret),
+		JWTTTL: cfg.JWTTTL, Development: cfg.IsDevelopment()})
+	return startTestAPI(t, cfg, st, exec, limiter, keys)
+}
+
+// startTestAPI serves an api on st with a real validator; limiter may be
+// nil (no rate limits).
+func startTestAPI(t testing.TB, cfg config.Config, st *store.Store, exec Executor, limiter RateLimiter, keys *auth.Service) *testAPI {
+	t.Helper()
+	v, err := runner.NewValidator(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close(context.Background()) })
+	logs := &bytes.Buffer{}
 	s := New(Deps{
-		Limiter: limiter,
-		Config:  cfg, Logger: telemetry.NewLogger(logs, slog.LevelDebug, "api"), Store: st,
-		Validator: v, Executor: exec, Version: "test",
-		Keys: auth.NewService(st, auth.Options{Salt: []byte(cfg.APISalt), JWTSecret: []byte(cfg.JWTSecret),
-			JWTTTL: cfg.JWTTTL, Development: cfg.IsDevelopment()}),
+		Config: cfg, Logger: telemetry.NewLogger(logs, slog.LevelDebug, "api"), Store: st,
+		Validator: v, Executor: exec, Version: "test", Keys: keys, Limiter: limiter,
 		Checks: HealthChecks{
 			Database: st.Ping,
 			NATS:     func(context.Context) error { return nil },

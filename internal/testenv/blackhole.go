@@ -137,22 +137,7 @@ func (p *BlackHoleProxy) Close() {
 // returns its address.
 func SilentListener(t *testing.T) string {
 	t.Helper()
-	p := &BlackHoleProxy{cut: make(chan struct{})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.ln = ln
-	p.Partition()
-	t.Cleanup(p.Close)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.hold(c)
-		}
-	}()
-	return ln.Addr().String()
+	p := StartBlackHoleProxy(t, "")
+	p.Partition() // before anyone can connect: nothing is ever forwarded
+	return p.Addr()
 }
