@@ -137,13 +137,7 @@ func sendExecute(client *http.Client, base, id string, body []byte) outcome {
 		o.execStatus, o.worker, o.stdout = r.Status, r.Worker, deref(r.Stdout)
 		return o
 	}
-	var e struct {
-		Error *struct {
-			Code      string `json:"code"`
-			Message   string `json:"message"`
-			RequestID string `json:"request_id"`
-		} `json:"error"`
-	}
+	var e errorBody
 	switch err := json.Unmarshal(b, &e); {
 	case err != nil || e.Error == nil:
 		o.shapeErr = fmt.Sprintf("not the error shape: %s", short(b))

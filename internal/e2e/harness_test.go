@@ -287,6 +287,15 @@ type execResult struct {
 	Worker string `json:"worker"`
 }
 
+// errorBody is API.md's one error shape.
+type errorBody struct {
+	Error *struct {
+		Code      string `json:"code"`
+		Message   string `json:"message"`
+		RequestID string `json:"request_id"`
+	} `json:"error"`
+}
+
 func (p *platform) execute(body map[string]any) (response, execResult) {
 	p.t.Helper()
 	b, _ := json.Marshal(body)

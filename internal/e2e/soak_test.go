@@ -631,13 +631,7 @@ func (s *soak) send(seq int64, kindName string) soakResult {
 		}
 		return r
 	}
-	var e struct {
-		Error *struct {
-			Code      string `json:"code"`
-			Message   string `json:"message"`
-			RequestID string `json:"request_id"`
-		} `json:"error"`
-	}
+	var e errorBody
 	switch err := json.Unmarshal(b, &e); {
 	case err != nil || e.Error == nil || e.Error.Code == "" || e.Error.Message == "":
 		r.problem = "not the error shape: " + short(b)
